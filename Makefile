@@ -1,0 +1,41 @@
+# Two commands: `make demo` (set up, then run a full migration against the cluster twin)
+# and `make test` (set up, then lint, type-check and run the whole test suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup lint typecheck test test-fast demo twin bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+typecheck: setup
+	$(VENV)/bin/mypy plugins/cilium_migration twin localrun
+
+test: lint typecheck
+	$(VENV)/bin/pytest
+
+test-fast: setup
+	$(VENV)/bin/pytest -m "not e2e"
+
+demo: setup
+	$(PY) -m localrun.demo $(DEMO_ARGS)
+
+twin: setup
+	$(PY) -m twin --kubeconfig run/kubeconfig --env-file run/twin.env
+
+bench: setup
+	$(PY) bench/twin_scale.py
+
+clean:
+	rm -rf run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The parts of the twin's Kubernetes API server: routing, discovery, tables, patching."""

@@ -1,0 +1,128 @@
+"""The twin's EKS API: moto's server in this process, and the scenario's cluster and node groups in it.
+
+Rules:
+- The server listens on 127.0.0.1 (port 0 picks a free one); clients made here carry fake credentials of
+  their own and never touch the process environment.
+- moto keeps its state per process (account, region). ``read_nodegroups`` reads that state directly,
+  read-only: the node-group controller polls it without HTTP round trips. Everything that changes EKS
+  goes through boto3 against the server, as the DAG does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.server import ThreadedMotoServer
+
+FAKE_ACCESS_KEY = "testing"
+FAKE_SECRET_KEY = "testing"
+NODE_ROLE_ARN = "arn:aws:iam::{account}:role/{cluster}-nodegroup-role"
+CLUSTER_ROLE_ARN = "arn:aws:iam::{account}:role/{cluster}-cluster-role"
+SUBNETS = ["subnet-0a1b2c3d4e5f60001", "subnet-0a1b2c3d4e5f60002", "subnet-0a1b2c3d4e5f60003"]
+
+K8S_EFFECT = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
+EKS_EFFECT = {v: k for k, v in K8S_EFFECT.items()}
+
+
+def account_id() -> str:
+    """The account moto files our requests under (it honours MOTO_ACCOUNT_ID, else its default)."""
+    return os.environ.get("MOTO_ACCOUNT_ID", DEFAULT_ACCOUNT_ID)
+
+
+class EksServer:
+    """moto's HTTP server on 127.0.0.1, serving EKS (and STS) for the twin."""
+
+    def __init__(self, *, region: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.region, self.host = region, host
+        self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        werkzeug_log = logging.getLogger("werkzeug")
+        if werkzeug_log.level == logging.NOTSET:
+            werkzeug_log.setLevel(logging.WARNING)  # moto's server logs every request otherwise
+        self._server.start()
+        self.port = self._server.get_host_and_port()[1]
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def client(self, service: str = "eks") -> Any:
+        """A boto3 client pointed at this server, with its own fake credentials and the twin's region."""
+        session = boto3.session.Session(aws_access_key_id=FAKE_ACCESS_KEY,
+                                        aws_secret_access_key=FAKE_SECRET_KEY, region_name=self.region)
+        return session.client(service, endpoint_url=self.url)
+
+
+def create_cluster(eks: Any, *, name: str, version: str) -> dict[str, Any]:
+    """Create the EKS cluster; a cluster of that name left in this process's moto state is an error."""
+    cluster: dict[str, Any] = eks.create_cluster(
+        name=name, version=version,
+        roleArn=CLUSTER_ROLE_ARN.format(account=account_id(), cluster=name),
+        resourcesVpcConfig={"subnetIds": SUBNETS, "endpointPublicAccess": True,
+                            "endpointPrivateAccess": True})["cluster"]
+    return cluster
+
+
+def create_nodegroup(eks: Any, *, cluster: str, name: str, instance_type: str, desired: int, min_size: int,
+                     max_size: int, labels: dict[str, str] | None = None,
+                     taints: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """Create a managed node group; ``taints`` in EKS form (effect ``NO_SCHEDULE``...)."""
+    nodegroup: dict[str, Any] = eks.create_nodegroup(
+        clusterName=cluster, nodegroupName=name, instanceTypes=[instance_type],
+        scalingConfig={"minSize": min_size, "maxSize": max_size, "desiredSize": desired},
+        labels=labels or {}, taints=taints or [], subnets=SUBNETS, capacityType="ON_DEMAND",
+        nodeRole=NODE_ROLE_ARN.format(account=account_id(), cluster=cluster))["nodegroup"]
+    return nodegroup
+
+
+def forget_cluster(region: str, name: str) -> None:
+    """Drop the cluster (and its node groups) from moto's in-process state, so a later twin can reuse the name."""
+    from moto.eks.models import eks_backends
+
+    eks_backends[account_id()][region].clusters.pop(name, None)
+
+
+def cluster_exists(region: str, name: str) -> bool:
+    from moto.eks.models import eks_backends
+
+    return name in eks_backends[account_id()][region].clusters
+
+
+@dataclass(frozen=True)
+class NodeGroupState:
+    """What the node-group controller needs of one group, as moto holds it now."""
+
+    name: str
+    instance_type: str
+    desired: int
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: tuple[tuple[str, str, str], ...] = ()  # (key, value, Kubernetes effect)
+    capacity_type: str = "ON_DEMAND"
+
+
+def read_nodegroups(region: str, cluster: str) -> list[NodeGroupState] | None:
+    """The cluster's node groups from moto's in-process state; None when the cluster does not exist."""
+    from moto.eks.models import eks_backends
+
+    found = eks_backends[account_id()][region].clusters.get(cluster)
+    if found is None:
+        return None
+    groups = []
+    for ng in list(found.nodegroups.values()):
+        taints = tuple((t.get("key", ""), t.get("value", ""), K8S_EFFECT.get(t.get("effect", ""), t.get("effect", "")))
+                       for t in list(ng.taints or []))
+        groups.append(NodeGroupState(
+            name=ng.nodegroup_name, instance_type=(ng.instance_types or ["m5.large"])[0],
+            desired=int((ng.scaling_config or {}).get("desiredSize", 0)), labels=dict(ng.labels or {}),
+            taints=taints, capacity_type=ng.capacity_type or "ON_DEMAND"))
+    return groups
