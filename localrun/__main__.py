@@ -1,0 +1,3 @@
+from localrun.demo import main
+
+raise SystemExit(main())

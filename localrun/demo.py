@@ -1,0 +1,112 @@
+"""`make demo`: the whole migration of the default twin cluster, driven through Airflow's REST API.
+
+It starts the twin and a local Airflow, triggers the DAG, answers each approval from its evidence
+(printing what it chose and why), prints task progress, and ends with the cluster's final state.
+With ``--keep`` nothing is answered: approve in the UI (Required Actions), and stop with Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from localrun.airflow import ROOT, USERNAME, LocalAirflow
+from localrun.approvals import pick
+from localrun.cluster_view import describe
+from localrun.rest import AirflowRest, PendingApproval
+
+DAG_ID = "eks_cilium_migration"
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines (the twin's --env-file format)."""
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip().strip("'")
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m localrun.demo", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--keep", action="store_true", help="approve in the UI yourself; keep everything up")
+    ap.add_argument("--reject", choices=["cutover", "decommission"], help="answer 'roll back' at this gate")
+    ap.add_argument("--dry-run", action="store_true", help="trigger with dry_run=true")
+    ap.add_argument("--timing-scale", type=float, default=0.3, help="twin delays multiplier (default 0.3)")
+    ap.add_argument("--conf", default="{}", help="extra DAG params as JSON")
+    args = ap.parse_args(argv)
+
+    from twin.cluster import Twin
+    from twin.config import Timing
+    from twin.scenario import load_scenario
+
+    run_dir = ROOT / "run"
+    run_dir.mkdir(exist_ok=True)
+    scenario = load_scenario("default")
+    twin = Twin(scenario, timing=Timing().scaled(args.timing_scale))
+    print("== Starting the cluster twin (EKS API + Kubernetes API) ...", flush=True)
+    twin.start()
+    twin.write_kubeconfig(run_dir / "kubeconfig")
+    twin.write_env_file(run_dir / "twin.env")
+    eks = twin.boto3_client("eks")
+    from kubernetes import client as k8s
+
+    core = k8s.CoreV1Api(twin.kube_client())
+    cluster = scenario.cluster.name
+    print(describe(core, eks, cluster), flush=True)
+    print(f"   kubectl --kubeconfig {run_dir / 'kubeconfig'} get nodes", flush=True)
+
+    airflow = LocalAirflow(home=run_dir / "airflow", extra_env=parse_env_file(run_dir / "twin.env"))
+    print(f"== Starting Airflow (standalone) at {airflow.url} ...", flush=True)
+    try:
+        airflow.start()
+        rest = AirflowRest(airflow.url, USERNAME, airflow.password)
+        rest.login()
+        rest.wait_for_dag(DAG_ID)
+        conf: dict[str, Any] = {"cluster_name": cluster, "region": scenario.cluster.region,
+                                "dry_run": args.dry_run, **json.loads(args.conf)}
+        run_id = rest.trigger(DAG_ID, conf)
+        print(f"== Triggered {DAG_ID} run {run_id} with {json.dumps(conf)}", flush=True)
+        t0 = time.monotonic()
+
+        def progress(task_id: str, state: str | None) -> None:
+            if state:
+                print(f"   [{time.monotonic() - t0:6.1f}s] {task_id:<55} {state}", flush=True)
+
+        def decide(approval: PendingApproval) -> str | None:
+            if args.keep:
+                print(f"== Waiting for you: '{approval.subject}' in {airflow.url} (Browse > Required Actions), "
+                      f"user {USERNAME} / {airflow.password}", flush=True)
+                return None
+            gate = "cutover" if "cutover" in approval.task_id else "decommission"
+            decision = pick(approval, wanted="roll" if args.reject == gate else None)
+            print(f"== Approval '{approval.subject}': choosing '{decision.option}' because {decision.reason}.",
+                  flush=True)
+            print("   " + approval.body.replace("\n", "\n   ")[:3000], flush=True)
+            return decision.option
+
+        state = rest.follow(DAG_ID, run_id, decide=decide, on_progress=progress, timeout=3600)
+        print(f"== Run {run_id} ended: {state}", flush=True)
+        print(describe(core, eks, cluster), flush=True)
+        print(f"== See the run in the UI: {airflow.url}/dags/{DAG_ID}/runs/{run_id} "
+              f"(user {USERNAME} / {airflow.password}); logs under {airflow.home}", flush=True)
+        if args.keep:
+            print("== Keeping Airflow and the twin up; Ctrl-C to stop.", flush=True)
+            while True:
+                time.sleep(3600)
+        return 0 if state == "success" else 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        airflow.stop()
+        twin.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

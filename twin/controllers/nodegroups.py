@@ -1,0 +1,231 @@
+"""Node-group controller: the EC2 Auto Scaling group and kubelet registration behind each EKS node group.
+
+Rules:
+- It polls moto's in-process state (``twin.eks.read_nodegroups``, read-only) and makes each group's Node
+  objects follow ``scalingConfig.desiredSize``.
+- Growing: a new Node registers ``node_provision_s + faults.slow_provisioning_s`` after the growth was
+  seen, NotReady (no CNI yet), with the group's labels and taints (EKS effects mapped to Kubernetes').
+- Shrinking: pending launches are cancelled first; then the newest nodes are drained: cordoned, their
+  pods that DaemonSets do not own deleted (their controllers recreate them elsewhere), and after
+  ``node_drain_s`` the Node and whatever pods are left on it are deleted (what pod GC does).
+- Nodes of a group that no longer exists are drained as if its desired size were 0.
+- Groups named in ``faults.stuck_nodegroups`` never change while they are stuck.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import time
+from typing import Any
+
+from twin.config import Timing
+from twin.controllers.base import Controller
+from twin.eks import NodeGroupState, read_nodegroups
+from twin.faults import Faults
+from twin.resources import NODES, PODS
+from twin.store import ApiError, Obj, Store, now_iso
+
+NODEGROUP_LABEL = "eks.amazonaws.com/nodegroup"
+NOT_READY_MESSAGE = ("container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady "
+                     "message:Network plugin returns error: cni plugin not initialized")
+NODE_NETWORK = ipaddress.ip_network("192.168.0.0/16")
+
+# instance type -> (cpu, memory, max pods), as EKS reports them
+INSTANCE_SHAPES: dict[str, tuple[str, str, str]] = {
+    "m5.large": ("2", "7910360Ki", "29"),
+    "m5.xlarge": ("4", "15834700Ki", "58"),
+    "m5.2xlarge": ("8", "31811668Ki", "58"),
+    "t3.medium": ("2", "3943000Ki", "17"),
+    "t3.large": ("2", "7910360Ki", "35"),
+}
+
+
+class NodeGroupController(Controller):
+    """Creates, drains and deletes Node objects so each EKS node group has its desired size."""
+
+    name = "nodegroups"
+
+    def __init__(self, store: Store, timing: Timing, faults: Faults, *, region: str, cluster: str,
+                 kubernetes_version: str = "1.30") -> None:
+        super().__init__(store, timing, faults)
+        self.region, self.cluster, self.kubernetes_version = region, cluster, kubernetes_version
+        self._launching: dict[str, list[float]] = {}  # group -> monotonic times its new nodes register
+        self._draining: dict[str, float] = {}  # node name -> monotonic time it is deleted
+        self._serial = 0
+
+    def reconcile(self) -> None:
+        groups = read_nodegroups(self.region, self.cluster)
+        if groups is None:
+            groups = []
+        now = time.monotonic()
+        nodes_by_group: dict[str, list[Obj]] = {}
+        for node in self.store.iter_all(NODES):
+            group = (node["metadata"].get("labels") or {}).get(NODEGROUP_LABEL)
+            if group:
+                nodes_by_group.setdefault(group, []).append(node)
+        stuck = set(self.faults.stuck_nodegroups)
+        known = {g.name for g in groups}
+        for group in groups:
+            if group.name not in stuck:
+                self._follow(group, nodes_by_group.get(group.name, []), now)
+        for name, nodes in nodes_by_group.items():
+            if name not in known and name not in stuck:
+                self._launching.pop(name, None)
+                self._shrink(nodes, len(nodes), now)
+        self._finish_drains(now)
+
+    # ---- growing and shrinking ----------------------------------------------------------------
+
+    def _follow(self, group: NodeGroupState, nodes: list[Obj], now: float) -> None:
+        live = [n for n in nodes if n["metadata"]["name"] not in self._draining]
+        launching = self._launching.setdefault(group.name, [])
+        missing = group.desired - len(live) - len(launching)
+        if missing > 0:
+            delay = self.timing.node_provision_s + self.faults.slow_provisioning_s
+            launching.extend([now + delay] * missing)
+        elif missing < 0:
+            surplus = -missing
+            while surplus and launching:
+                launching.pop()
+                surplus -= 1
+            self._shrink(live, surplus, now)
+        due = [t for t in launching if t <= now]
+        if due:
+            self._launching[group.name] = [t for t in launching if t > now]
+            for _ in due:
+                self._register(group)
+
+    def _shrink(self, live: list[Obj], count: int, now: float) -> None:
+        """Drain the ``count`` newest nodes."""
+        newest_first = sorted(live, key=lambda n: (n["metadata"].get("creationTimestamp", ""),
+                                                   n["metadata"]["name"]), reverse=True)
+        for node in newest_first[:count]:
+            name = node["metadata"]["name"]
+            if name in self._draining:
+                continue
+            self._draining[name] = now + self.timing.node_drain_s
+            self._cordon(name)
+            for pod in self.store.list(PODS, node_name=name)[0]:
+                if not _owned_by_daemonset(pod):
+                    self._delete_pod(pod)
+
+    def _finish_drains(self, now: float) -> None:
+        for name, deadline in list(self._draining.items()):
+            if deadline > now:
+                continue
+            for pod in self.store.list(PODS, node_name=name)[0]:
+                self._delete_pod(pod)
+            try:
+                self.store.delete(NODES, None, name)
+            except ApiError as err:
+                if err.code != 404:
+                    raise
+            del self._draining[name]
+
+    def _cordon(self, name: str) -> None:
+        def change(node: Obj) -> None:
+            node.setdefault("spec", {})["unschedulable"] = True
+
+        try:
+            self.store.mutate(NODES, None, name, change)
+        except ApiError as err:
+            if err.code != 404:
+                raise
+
+    def _delete_pod(self, pod: Obj) -> None:
+        meta = pod["metadata"]
+        try:
+            self.store.delete(PODS, meta.get("namespace"), meta["name"], uid=meta.get("uid"))
+        except ApiError as err:
+            if err.code not in (404, 409):
+                raise
+
+    # ---- registration ---------------------------------------------------------------------------
+
+    def _register(self, group: NodeGroupState) -> None:
+        while True:
+            self._serial += 1
+            n = self._serial - 1
+            ip = NODE_NETWORK[256 * (1 + n // 250) + 4 + n % 250]  # 192.168.1.4, .5, ... then 192.168.2.4
+            name = node_name(str(ip), self.region)
+            if self.store.get(NODES, None, name) is None:
+                break
+        zone = f"{self.region}{'abc'[self._serial % 3]}"
+        self.store.create(NODES, node_object(name=name, ip=str(ip), zone=zone, region=self.region, group=group,
+                                             kubernetes_version=self.kubernetes_version))
+
+
+def node_name(ip: str, region: str) -> str:
+    """EKS names nodes after their private DNS name."""
+    return f"ip-{ip.replace('.', '-')}.{region}.compute.internal"
+
+
+def node_object(*, name: str, ip: str, zone: str, region: str, group: NodeGroupState,
+                kubernetes_version: str = "1.30") -> Obj:
+    """A freshly registered EKS node: labels, taints, addresses, capacity, NotReady until a CNI runs."""
+    cpu, memory, pods = INSTANCE_SHAPES.get(group.instance_type, INSTANCE_SHAPES["m5.large"])
+    stamp = now_iso()
+    labels = {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "beta.kubernetes.io/os": "linux",
+        "beta.kubernetes.io/arch": "amd64",
+        "beta.kubernetes.io/instance-type": group.instance_type,
+        "node.kubernetes.io/instance-type": group.instance_type,
+        "topology.kubernetes.io/region": region,
+        "topology.kubernetes.io/zone": zone,
+        "failure-domain.beta.kubernetes.io/region": region,
+        "failure-domain.beta.kubernetes.io/zone": zone,
+        NODEGROUP_LABEL: group.name,
+        "eks.amazonaws.com/capacityType": group.capacity_type,
+        "eks.amazonaws.com/nodegroup-image": "ami-0c2d3e4f5a6b7c8d9",
+        **group.labels,
+    }
+    spec: dict[str, Any] = {"providerID": f"aws:///{zone}/i-0{secrets.token_hex(8)}"}
+    if group.taints:
+        spec["taints"] = [{"key": k, "value": v, "effect": e} if v else {"key": k, "effect": e}
+                          for k, v, e in group.taints]
+
+    def condition(kind: str, status: str, reason: str, message: str) -> dict[str, str]:
+        return {"type": kind, "status": status, "reason": reason, "message": message,
+                "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}
+
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels, "annotations": {
+            "alpha.kubernetes.io/provided-node-ip": ip,
+            "node.alpha.kubernetes.io/ttl": "0",
+            "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
+        "spec": spec,
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": ip},
+                          {"type": "InternalDNS", "address": name},
+                          {"type": "Hostname", "address": name}],
+            "capacity": {"cpu": cpu, "memory": memory, "pods": pods, "ephemeral-storage": "83873772Ki"},
+            "allocatable": {"cpu": cpu, "memory": memory, "pods": pods, "ephemeral-storage": "76224326324"},
+            "conditions": [
+                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                condition("Ready", "False", "KubeletNotReady", NOT_READY_MESSAGE),
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "architecture": "amd64", "operatingSystem": "linux",
+                "kubeletVersion": f"v{kubernetes_version}.4-eks-a737599",
+                "kubeProxyVersion": f"v{kubernetes_version}.4-eks-a737599",
+                "containerRuntimeVersion": "containerd://1.7.22",
+                "kernelVersion": "5.10.226-214.880.amzn2.x86_64",
+                "osImage": "Amazon Linux 2",
+                "machineID": secrets.token_hex(16), "systemUUID": secrets.token_hex(16),
+                "bootID": secrets.token_hex(16),
+            },
+        },
+    }
+
+
+def _owned_by_daemonset(pod: Obj) -> bool:
+    return any(ref.get("kind") == "DaemonSet" and ref.get("controller")
+               for ref in pod["metadata"].get("ownerReferences") or [])
