@@ -79,8 +79,13 @@ def main(argv: list[str] | None = None) -> int:
             if state:
                 print(f"   [{time.monotonic() - t0:6.1f}s] {task_id:<55} {state}", flush=True)
 
+        announced: set[str] = set()
+
         def decide(approval: PendingApproval) -> str | None:
             if args.keep:
+                if approval.task_id in announced:
+                    return None
+                announced.add(approval.task_id)
                 print(f"== Waiting for you: '{approval.subject}' in {airflow.url} (Browse > Required Actions), "
                       f"user {USERNAME} / {airflow.password}", flush=True)
                 return None

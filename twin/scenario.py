@@ -1,0 +1,163 @@
+"""Scenarios: the cluster a twin starts as, written as YAML (or generated), validated by pydantic.
+
+Schema (see ``twin/scenarios/default.yaml``):
+- ``cluster``: ``name``, ``region``, ``version`` (Kubernetes, e.g. "1.30").
+- ``nodegroups``: ``name``, ``instanceType``, ``desired``/``min``/``max``, ``labels``, ``taints``
+  (``key``, ``value``, ``effect`` in EKS form ``NO_SCHEDULE`` or Kubernetes form ``NoSchedule``).
+- ``objects``: raw Kubernetes manifests, created in order (namespaces they name are created first).
+- ``faults``: a ``twin.faults.Faults`` dict; ``timing``: ``twin.config.Timing`` fields to override.
+
+A scenario is named by a file path, or by the name of a file in ``twin/scenarios/`` (``default``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from twin.config import Timing
+from twin.eks import EKS_EFFECT, K8S_EFFECT
+from twin.faults import Faults
+from twin.resources import NAMESPACES, for_kind
+from twin.store import ApiError, Store
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+class ClusterSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "dc-migrate"
+    region: str = "us-west-1"
+    version: str = "1.30"
+
+
+class TaintSpec(BaseModel):
+    """A node-group taint; ``effect`` is kept in EKS form (what ``create_nodegroup`` takes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    value: str = ""
+    effect: str = "NO_SCHEDULE"
+
+    @field_validator("effect")
+    @classmethod
+    def _eks_effect(cls, effect: str) -> str:
+        if effect in K8S_EFFECT:
+            return effect
+        if effect in EKS_EFFECT:
+            return EKS_EFFECT[effect]
+        raise ValueError(f"unknown taint effect {effect!r}")
+
+    def eks(self) -> dict[str, str]:
+        return {"key": self.key, "value": self.value, "effect": self.effect}
+
+
+class NodeGroupSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    instanceType: str = "m5.large"
+    desired: int = Field(ge=0)
+    min: int = Field(default=0, ge=0)
+    max: int = Field(ge=0)
+    labels: dict[str, str] = Field(default_factory=dict)
+    taints: list[TaintSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _sizes_in_order(self) -> NodeGroupSpec:
+        if not self.min <= self.desired <= self.max:
+            raise ValueError(f"node group {self.name}: need min <= desired <= max, got "
+                             f"{self.min} <= {self.desired} <= {self.max}")
+        return self
+
+
+class Scenario(BaseModel):
+    """A whole starting cluster: EKS side, Kubernetes objects, faults and timing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
+    nodegroups: list[NodeGroupSpec] = Field(default_factory=list)
+    objects: list[dict[str, Any]] = Field(default_factory=list)
+    faults: dict[str, Any] = Field(default_factory=dict)
+    timing: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("faults")
+    @classmethod
+    def _known_faults(cls, faults: dict[str, Any]) -> dict[str, Any]:
+        Faults().update(faults)  # raises ValueError on an unknown key
+        return faults
+
+    @field_validator("timing")
+    @classmethod
+    def _known_timings(cls, timing: dict[str, float]) -> dict[str, float]:
+        unknown = set(timing) - {f.name for f in fields(Timing)}
+        if unknown:
+            raise ValueError(f"unknown timing fields: {sorted(unknown)}")
+        return timing
+
+    @field_validator("objects")
+    @classmethod
+    def _served_kinds(cls, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for obj in objects:
+            try:
+                for_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
+            except KeyError:
+                raise ValueError(f"the twin does not serve {obj.get('apiVersion')} {obj.get('kind')}") from None
+            if not (obj.get("metadata") or {}).get("name"):
+                raise ValueError(f"a {obj.get('kind')} without metadata.name")
+        return objects
+
+    def make_faults(self) -> Faults:
+        faults = Faults()
+        faults.update(self.faults)
+        return faults
+
+    def make_timing(self, base: Timing | None = None) -> Timing:
+        """``base`` (default ``Timing()``) with this scenario's overrides."""
+        return replace(base or Timing(), **self.timing)
+
+
+def scenario_from_yaml(text: str) -> Scenario:
+    return Scenario.model_validate(yaml.safe_load(text) or {})
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """A scenario from a YAML file, or by name from ``twin/scenarios/``; FileNotFoundError names both."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = SCENARIO_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"no scenario file {name_or_path!r} and no built-in scenario of that name "
+                                f"(built-in: {', '.join(known)})")
+    return scenario_from_yaml(path.read_text())
+
+
+def apply_objects(store: Store, scenario: Scenario) -> None:
+    """Create the built-in namespaces, then the objects in order (a namespace one names is created first)."""
+    declared = {o["metadata"]["name"] for o in scenario.objects if o.get("kind") == "Namespace"}
+    for ns in BUILTIN_NAMESPACES:
+        if ns not in declared:
+            _ensure_namespace(store, ns)
+    for obj in scenario.objects:
+        rt = for_kind(obj["apiVersion"], obj["kind"])
+        ns = obj["metadata"].get("namespace")
+        if rt.namespaced and ns:
+            _ensure_namespace(store, ns)
+        try:
+            store.create(rt, obj)
+        except ApiError as err:
+            raise ValueError(f"scenario object {obj['kind']} {obj['metadata']['name']}: {err.message}") from err
+
+
+def _ensure_namespace(store: Store, name: str) -> None:
+    if store.get(NAMESPACES, None, name) is None:
+        store.create(NAMESPACES, {"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}})
