@@ -1,0 +1,93 @@
+"""The API clients a step needs, built lazily from the Airflow connections (or given directly in tests).
+
+``KubernetesHook(conn_id=...)`` gives the official Kubernetes clients; ``EksHook(...).conn`` the boto3
+EKS client. Nothing connects until a client is first used.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any
+
+
+class Clients:
+    """Kubernetes (core, apps, rbac, raw ApiClient) and EKS clients for one task."""
+
+    def __init__(self, *, aws_conn_id: str = "aws_default", kubernetes_conn_id: str = "kubernetes_default",
+                 region: str | None = None, api_client: Any = None, eks: Any = None) -> None:
+        self.aws_conn_id = aws_conn_id
+        self.kubernetes_conn_id = kubernetes_conn_id
+        self.region = region
+        self._api_client = api_client
+        self._eks = eks
+
+    @cached_property
+    def kube_hook(self) -> Any:
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+        return KubernetesHook(conn_id=self.kubernetes_conn_id)
+
+    @cached_property
+    def eks_hook(self) -> Any:
+        from airflow.providers.amazon.aws.hooks.eks import EksHook
+
+        return EksHook(aws_conn_id=self.aws_conn_id, region_name=self.region)
+
+    @cached_property
+    def api_client(self) -> Any:
+        return self._api_client if self._api_client is not None else self.kube_hook.api_client
+
+    @cached_property
+    def core(self) -> Any:
+        from kubernetes import client
+
+        return client.CoreV1Api(self.api_client)
+
+    @cached_property
+    def apps(self) -> Any:
+        from kubernetes import client
+
+        return client.AppsV1Api(self.api_client)
+
+    @cached_property
+    def rbac(self) -> Any:
+        from kubernetes import client
+
+        return client.RbacAuthorizationV1Api(self.api_client)
+
+    @cached_property
+    def networking(self) -> Any:
+        from kubernetes import client
+
+        return client.NetworkingV1Api(self.api_client)
+
+    @cached_property
+    def eks(self) -> Any:
+        """The boto3 EKS client (scaling has no hook method: ``eks.update_nodegroup_config``)."""
+        return self._eks if self._eks is not None else self.eks_hook.conn
+
+
+def read_json(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a client read method and return the server's JSON as plain dicts (camelCase, as served)."""
+    resp = call(*args, _preload_content=False, **kwargs)
+    data = resp.data
+    return json.loads(data) if data else None
+
+
+def read_or_none(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``read_json`` but None on 404."""
+    from cilium_migration.errors import is_not_found
+
+    try:
+        return read_json(call, *args, **kwargs)
+    except Exception as exc:
+        if is_not_found(exc):
+            return None
+        raise
+
+
+def items(call: Callable[..., Any], *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """The ``items`` of a list call, as dicts."""
+    return list((read_json(call, *args, **kwargs) or {}).get("items") or [])

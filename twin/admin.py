@@ -1,0 +1,68 @@
+"""The twin's admin API under ``/_twin/`` on the Kubernetes API port (same bearer token).
+
+- ``GET /_twin/faults``: the current faults; ``PATCH /_twin/faults``: a partial JSON dict (400 on unknown keys).
+- ``GET /_twin/disruptions``: PodDisruptionBudget violations the disruption controller recorded.
+- ``GET /_twin/requests``: the API server's request log (``?since=N`` skips the first N records).
+- ``GET /_twin/state``: every stored object by resource key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+from twin.faults import Faults
+from twin.store import Store
+
+Response = tuple[int, str, bytes]
+JSON = "application/json"
+
+
+class AdminApi:
+    """A route handler for ``ApiServer.add_route("/_twin/", ...)``."""
+
+    def __init__(self, *, store: Store, faults: Faults, request_log: Callable[[], list[Any]],
+                 disruptions: Callable[[], list[Any]]) -> None:
+        self.store, self.faults = store, faults
+        self._request_log, self._disruptions = request_log, disruptions
+
+    def __call__(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> Response:
+        route = path.split("/_twin/", 1)[-1].strip("/")
+        method = method.upper()
+        if route == "faults" and method == "GET":
+            return _json(200, self.faults.to_dict())
+        if route == "faults" and method == "PATCH":
+            return self._patch_faults(body)
+        if route == "disruptions" and method == "GET":
+            return _json(200, {"items": [_plain(d) for d in self._disruptions()]})
+        if route == "requests" and method == "GET":
+            since = int((query.get("since") or ["0"])[0])
+            return _json(200, {"items": [_plain(r) for r in list(self._request_log())[since:]]})
+        if route == "state" and method == "GET":
+            return _json(200, {"resourceVersion": str(self.store.resource_version), "objects": self.store.dump()})
+        if route in ("faults", "disruptions", "requests", "state"):
+            return _json(405, {"error": f"{method} not allowed on /_twin/{route}"})
+        return _json(404, {"error": f"no admin route /_twin/{route}",
+                           "routes": ["faults", "disruptions", "requests", "state"]})
+
+    def _patch_faults(self, body: bytes) -> Response:
+        try:
+            changes = json.loads(body or b"{}")
+            if not isinstance(changes, dict):
+                raise ValueError("the body must be a JSON object")
+            self.faults.update(changes)
+        except (ValueError, TypeError) as err:
+            return _json(400, {"error": str(err)})
+        return _json(200, self.faults.to_dict())
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return value
+
+
+def _json(status: int, payload: Any) -> Response:
+    return status, JSON, json.dumps(payload, default=str).encode()

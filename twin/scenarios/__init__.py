@@ -1,0 +1,1 @@
+"""Built-in scenarios (YAML files here) and the generator for large clusters."""
