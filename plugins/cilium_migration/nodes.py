@@ -51,7 +51,7 @@ def set_cordoned(core: Any, nodes: Iterable[Obj], cordoned: bool, *, dry_run: bo
     for node in nodes:
         if node_cordoned(node) == cordoned:
             continue
-        core.patch_node(name_of(node), {"spec": {"unschedulable": cordoned or None}},
+        core.patch_node(name_of(node), {"spec": {"unschedulable": cordoned}},
                         dry_run="All" if dry_run else None)
         changes.append(Change("cordon" if cordoned else "uncordon", "Node", name_of(node),
                               before={"unschedulable": node_cordoned(node)},
