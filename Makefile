@@ -6,9 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lint typecheck test test-fast demo twin bench clean
+.PHONY: setup debian-packages lint typecheck test test-fast test-celery demo twin bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-deploy.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
@@ -16,13 +16,16 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 setup: $(STAMP)
 
+debian-packages:
+	bash scripts/install-debian-packages.sh
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
 typecheck: setup
 	$(VENV)/bin/mypy plugins/cilium_migration twin localrun
 
-test: lint typecheck
+test: lint typecheck debian-packages
 	$(VENV)/bin/pytest
 
 test-fast: setup

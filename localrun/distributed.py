@@ -45,6 +45,13 @@ class DistributedAirflow(LocalAirflow):
         return env
 
     def start(self, timeout: float = 240) -> None:
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.postgres = Postgres(self.home / "postgres")
         self.redis = Redis(self.home / "redis")

@@ -20,13 +20,12 @@ import time
 from typing import Any
 
 from twin.config import Timing
-from twin.controllers.base import Controller
+from twin.controllers.base import NODEGROUP_LABEL, Controller, controller_ref
 from twin.eks import NodeGroupState, read_nodegroups
 from twin.faults import Faults
 from twin.resources import NODES, PODS
-from twin.store import ApiError, Obj, Store, now_iso
+from twin.store import Obj, Store, now_iso
 
-NODEGROUP_LABEL = "eks.amazonaws.com/nodegroup"
 NOT_READY_MESSAGE = ("container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady "
                      "message:Network plugin returns error: cni plugin not initialized")
 NODE_NETWORK = ipaddress.ip_network("192.168.0.0/16")
@@ -45,6 +44,7 @@ class NodeGroupController(Controller):
     """Creates, drains and deletes Node objects so each EKS node group has its desired size."""
 
     name = "nodegroups"
+    watches = (NODES,)  # moto's state is polled every resync; launches and drains ask for a wake-up
 
     def __init__(self, store: Store, timing: Timing, faults: Faults, *, region: str, cluster: str,
                  kubernetes_version: str = "1.30") -> None:
@@ -84,6 +84,7 @@ class NodeGroupController(Controller):
         if missing > 0:
             delay = self.timing.node_provision_s + self.faults.slow_provisioning_s
             launching.extend([now + delay] * missing)
+            self.wake_in(delay)
         elif missing < 0:
             surplus = -missing
             while surplus and launching:
@@ -105,41 +106,22 @@ class NodeGroupController(Controller):
             if name in self._draining:
                 continue
             self._draining[name] = now + self.timing.node_drain_s
-            self._cordon(name)
+            self.wake_in(self.timing.node_drain_s)
+            self.patch(NODES, None, name, _cordon)
             for pod in self.store.list(PODS, node_name=name)[0]:
-                if not _owned_by_daemonset(pod):
-                    self._delete_pod(pod)
+                if (controller_ref(pod) or {}).get("kind") != "DaemonSet":
+                    self.delete(PODS, pod)
 
     def _finish_drains(self, now: float) -> None:
         for name, deadline in list(self._draining.items()):
             if deadline > now:
                 continue
             for pod in self.store.list(PODS, node_name=name)[0]:
-                self._delete_pod(pod)
-            try:
-                self.store.delete(NODES, None, name)
-            except ApiError as err:
-                if err.code != 404:
-                    raise
+                self.delete(PODS, pod)
+            node = self.store.get(NODES, None, name)
+            if node is not None:
+                self.delete(NODES, node)
             del self._draining[name]
-
-    def _cordon(self, name: str) -> None:
-        def change(node: Obj) -> None:
-            node.setdefault("spec", {})["unschedulable"] = True
-
-        try:
-            self.store.mutate(NODES, None, name, change)
-        except ApiError as err:
-            if err.code != 404:
-                raise
-
-    def _delete_pod(self, pod: Obj) -> None:
-        meta = pod["metadata"]
-        try:
-            self.store.delete(PODS, meta.get("namespace"), meta["name"], uid=meta.get("uid"))
-        except ApiError as err:
-            if err.code not in (404, 409):
-                raise
 
     # ---- registration ---------------------------------------------------------------------------
 
@@ -226,6 +208,5 @@ def node_object(*, name: str, ip: str, zone: str, region: str, group: NodeGroupS
     }
 
 
-def _owned_by_daemonset(pod: Obj) -> bool:
-    return any(ref.get("kind") == "DaemonSet" and ref.get("controller")
-               for ref in pod["metadata"].get("ownerReferences") or [])
+def _cordon(node: Obj) -> None:
+    node.setdefault("spec", {})["unschedulable"] = True

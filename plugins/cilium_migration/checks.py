@@ -1,0 +1,186 @@
+"""Cluster checks: fetch what a rule needs and apply the rule from ``readiness``/``mesh``.
+
+Each check takes ``Clients`` and keyword arguments (JSON-serialisable, so a trigger can carry them) and
+returns a ``Verdict``: ``done`` (the wait is over), ``waiting`` (not yet), or ``failed`` (a terminal
+state: waiting longer cannot help). Sensors, triggers, rollback and preflight share them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cilium_migration import aws_node, goldpinger, mesh, nodegroups, nodes, workloads
+from cilium_migration.clients import Clients, read_or_none
+from cilium_migration.readiness import (
+    AGENT_NOT_READY_TAINT,
+    CILIUM,
+    NODEGROUP_FAILED_STATES,
+    cilium_node_ready,
+    daemonset_rolled_out,
+    deployment_rolled_out,
+    has_taint,
+    is_daemonset_pod,
+    name_of,
+    node_cni,
+    node_ready,
+    node_summary,
+    nodegroup_at_size,
+    pod_node,
+    pod_ready,
+)
+
+DONE, WAITING, FAILED = "done", "waiting", "failed"
+TERMINAL_STATES = frozenset({DONE, FAILED})
+
+
+@dataclass
+class Verdict:
+    status: str
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "message": self.message, "data": self.data}
+
+
+Check = Callable[..., Verdict]
+CHECKS: dict[str, Check] = {}
+
+
+def check(fn: Check) -> Check:
+    CHECKS[fn.__name__] = fn
+    return fn
+
+
+def run(name: str, clients: Clients, **kwargs: Any) -> Verdict:
+    """Run the named check (how triggers call it, by name)."""
+    return CHECKS[name](clients, **kwargs)
+
+
+@check
+def nodegroup_size(clients: Clients, *, cluster: str, nodegroup: str, size: int) -> Verdict:
+    """The node group is ACTIVE with ``desiredSize == size``; a failed state is terminal."""
+    ng = nodegroups.describe(clients.eks, cluster, nodegroup)
+    state = ng.get("status")
+    desired = (ng.get("scalingConfig") or {}).get("desiredSize")
+    if state in NODEGROUP_FAILED_STATES:
+        return Verdict(FAILED, f"Terminal state reached. Current state: {state}, Expected state: ACTIVE")
+    if nodegroup_at_size(ng, size):
+        return Verdict(DONE, f"node group {nodegroup} ACTIVE at desired size {size}")
+    return Verdict(WAITING, f"node group {nodegroup}: {state}, desired size {desired} (want {size})")
+
+
+@check
+def nodes_registered(clients: Clients, *, nodegroups: list[str], count: int) -> Verdict:
+    """Exactly ``count`` nodes carry the node-group label (0 means: its nodes are gone)."""
+    found = nodes.nodegroup_nodes(clients.core, nodegroups)
+    names = [name_of(n) for n in found]
+    what = f"{len(names)} node(s) in {', '.join(nodegroups)} (want {count})"
+    return Verdict(DONE if len(names) == count else WAITING, what, {"nodes": names})
+
+
+@check
+def nodes_ready(clients: Clients, *, nodegroups: list[str], count: int, cilium: bool = True,
+                blocking: list[str] | None = None) -> Verdict:
+    """``count`` nodes Ready (Cilium nodes: also without the agent-not-ready taint)."""
+    found = nodes.nodegroup_nodes(clients.core, nodegroups)
+    rule = cilium_node_ready if cilium else node_ready
+    not_ready = [node_summary(n) for n in found if not rule(n)]
+    if len(found) == count and not not_ready:
+        return Verdict(DONE, f"{count} node(s) of {', '.join(nodegroups)} Ready"
+                       + (" with the agent-not-ready taint gone" if cilium else ""))
+    return Verdict(WAITING, f"{len(found) - len(not_ready)}/{count} Ready; waiting for: "
+                   + ("; ".join(not_ready) or f"{count - len(found)} more node(s)"), {"not_ready": not_ready})
+
+
+@check
+def all_nodes_ready(clients: Clients) -> Verdict:
+    found = nodes.list_nodes(clients.core)
+    bad = [node_summary(n) for n in found if not node_ready(n) or has_taint(n, AGENT_NOT_READY_TAINT)]
+    if found and not bad:
+        return Verdict(DONE, f"all {len(found)} nodes Ready")
+    return Verdict(WAITING, "not Ready: " + ("; ".join(bad) or "no nodes"))
+
+
+@check
+def aws_node_rolled_out(clients: Clients) -> Verdict:
+    ds = aws_node.read(clients.apps)
+    if ds is None:
+        return Verdict(FAILED, "Terminal state reached: DaemonSet kube-system/aws-node does not exist")
+    st = ds.get("status") or {}
+    what = (f"aws-node observedGeneration {st.get('observedGeneration')}/{ds['metadata'].get('generation')}, "
+            f"updated {st.get('updatedNumberScheduled')}, available {st.get('numberAvailable')}, "
+            f"desired {st.get('desiredNumberScheduled')}")
+    return Verdict(DONE if daemonset_rolled_out(ds) else WAITING, what)
+
+
+@check
+def aws_node_absent(clients: Clients, *, nodegroups: list[str]) -> Verdict:
+    """No aws-node pod on the new nodes, and aws-node fenced; one there is a terminal failure."""
+    ds = aws_node.read(clients.apps)
+    if ds is None:
+        return Verdict(DONE, "aws-node does not exist")
+    new = {name_of(n) for n in nodes.nodegroup_nodes(clients.core, nodegroups)}
+    offending = sorted(f"{name_of(p)} on {pod_node(p)}" for p in aws_node.pods(clients.core, ds)
+                       if pod_node(p) in new)
+    if offending:
+        return Verdict(FAILED, "Terminal state reached: aws-node runs on new nodes: " + ", ".join(offending))
+    if not aws_node.is_fenced(ds):
+        return Verdict(FAILED, "Terminal state reached: aws-node is not fenced (no cni In [aws-cni] affinity)")
+    return Verdict(DONE, f"aws-node absent on {len(new)} new node(s)", {"nodes": sorted(new)})
+
+
+@check
+def goldpinger_on_nodes(clients: Clients, *, namespace: str, nodegroups: list[str]) -> Verdict:
+    """A Running, Ready goldpinger DaemonSet pod on every node of these groups."""
+    targets = [name_of(n) for n in nodes.nodegroup_nodes(clients.core, nodegroups)]
+    ready_on = {pod_node(p) for p in goldpinger.pods(clients.core, namespace) if is_daemonset_pod(p) and pod_ready(p)}
+    missing = [n for n in targets if n not in ready_on]
+    if targets and not missing:
+        return Verdict(DONE, f"goldpinger Ready on all {len(targets)} node(s) of {', '.join(nodegroups)}")
+    return Verdict(WAITING, "goldpinger not Ready on: " + (", ".join(missing) or "no nodes yet"))
+
+
+@check
+def goldpinger_on_cilium(clients: Clients, *, namespace: str) -> Verdict:
+    """The goldpinger Deployment rolled out with every pod on a Cilium node."""
+    dep = read_or_none(clients.apps.read_namespaced_deployment, goldpinger.NAME, namespace)
+    if dep is None:
+        return Verdict(FAILED, f"Terminal state reached: Deployment {namespace}/goldpinger does not exist")
+    by_name = {name_of(n): n for n in nodes.list_nodes(clients.core)}
+    pods = [p for p in goldpinger.pods(clients.core, namespace) if not is_daemonset_pod(p)
+            and not (p.get("metadata") or {}).get("deletionTimestamp")]
+    wrong = sorted(f"{name_of(p)} on {pod_node(p)}" for p in pods
+                   if node_cni(by_name.get(pod_node(p) or "")) != CILIUM)
+    if deployment_rolled_out(dep) and not wrong:
+        return Verdict(DONE, f"goldpinger Deployment rolled out, {len(pods)} pod(s) on Cilium nodes")
+    return Verdict(WAITING, "goldpinger Deployment: " + ("not rolled out yet" if not deployment_rolled_out(dep)
+                                                          else "pods on aws-cni nodes: " + ", ".join(wrong)))
+
+
+@check
+def workloads_drained(clients: Clients, *, nodegroups: list[str]) -> Verdict:
+    """No workload pods (DaemonSet and mirror pods excepted) left on these groups' nodes."""
+    names = [name_of(n) for n in nodes.nodegroup_nodes(clients.core, nodegroups)]
+    left = workloads.workloads_on_nodes(clients.core, names)
+    listed = [f"{(p.get('metadata') or {}).get('namespace')}/{name_of(p)}" for p in left]
+    if not left:
+        return Verdict(DONE, f"no workload pods on {len(names)} node(s) of {', '.join(nodegroups)}")
+    return Verdict(WAITING, f"{len(left)} workload pod(s) left: " + ", ".join(listed[:20]), {"pods": listed})
+
+
+@check
+def mesh_healthy(clients: Clients, *, namespace: str, tolerance_s: float = 30.0,
+                 started_at: str | None = None) -> Verdict:
+    """goldpinger's full mesh: every instance answered, N x N fresh OK pings; verdict per CNI pair."""
+    start = datetime.fromisoformat(started_at) if started_at else datetime.now(UTC)
+    try:
+        answer = goldpinger.check_all(clients.core, namespace)
+    except Exception as exc:  # the proxy answers 503 while no endpoint is ready
+        return Verdict(WAITING, f"goldpinger /check_all not answering: {exc}".splitlines()[0])
+    verdict = mesh.evaluate(answer, goldpinger.pods(clients.core, namespace), nodes.list_nodes(clients.core),
+                            started_at=start, tolerance_s=tolerance_s)
+    return Verdict(DONE if verdict.healthy else WAITING, verdict.summary(), verdict.to_dict())

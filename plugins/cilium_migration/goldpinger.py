@@ -1,0 +1,84 @@
+"""goldpinger, the connectivity checker: deploy the runbook's objects, restart it, read ``/check_all``.
+
+``/check_all`` is read through the API server's service proxy (no load balancer needed); the verdict
+itself is ``cilium_migration.mesh.evaluate``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cilium_migration.audit import Change
+from cilium_migration.clients import items, read_json, read_or_none
+
+MANIFEST = Path(__file__).with_name("manifests") / "goldpinger.yaml"
+NAME = "goldpinger"
+LABEL_SELECTOR = "app.kubernetes.io/name=goldpinger"
+SERVICE_PORT = "8080"
+
+Obj = dict[str, Any]
+
+
+def manifests() -> list[Obj]:
+    import yaml
+
+    return [doc for doc in yaml.safe_load_all(MANIFEST.read_text()) if doc]
+
+
+def _methods(clients: Any, kind: str) -> tuple[Any, Any]:
+    """(read, create) client methods for a manifest kind."""
+    table = {
+        "ServiceAccount": (clients.core, "namespaced_service_account"),
+        "Service": (clients.core, "namespaced_service"),
+        "Role": (clients.rbac, "namespaced_role"),
+        "RoleBinding": (clients.rbac, "namespaced_role_binding"),
+        "DaemonSet": (clients.apps, "namespaced_daemon_set"),
+        "Deployment": (clients.apps, "namespaced_deployment"),
+    }
+    api, suffix = table[kind]
+    return getattr(api, f"read_{suffix}"), getattr(api, f"create_{suffix}")
+
+
+def deploy(clients: Any, namespace: str, *, dry_run: bool = False) -> list[Change]:
+    """Create each goldpinger object that is missing; existing ones are left as they are."""
+    changes = []
+    for obj in manifests():
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        read, create = _methods(clients, kind)
+        if read_or_none(read, name, namespace) is not None:
+            continue
+        obj = {**obj, "metadata": {**obj["metadata"], "namespace": namespace}}
+        create(namespace, obj, dry_run="All" if dry_run else None)
+        changes.append(Change("create", kind, name, namespace, before=None, after={"manifest": "goldpinger.yaml"},
+                              dry_run=dry_run))
+    return changes
+
+
+def restart(apps: Any, namespace: str, kind: str, token: str, *, dry_run: bool = False) -> list[Change]:
+    """``kubectl rollout restart`` with a token instead of a timestamp: a retry with the same token is a
+    no-op, so a task re-run does not restart twice."""
+    from cilium_migration.readiness import RESTARTED_AT
+
+    suffix = "namespaced_daemon_set" if kind == "DaemonSet" else "namespaced_deployment"
+    obj = read_json(getattr(apps, f"read_{suffix}"), NAME, namespace)
+    annotations = ((obj.get("spec") or {}).get("template") or {}).get("metadata", {}).get("annotations") or {}
+    before = annotations.get(RESTARTED_AT)
+    if before == token:
+        return []
+    body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: token}}}}}
+    getattr(apps, f"patch_{suffix}")(NAME, namespace, body, dry_run="All" if dry_run else None)
+    return [Change("restart", kind, NAME, namespace, before={RESTARTED_AT: before}, after={RESTARTED_AT: token},
+                   dry_run=dry_run)]
+
+
+def pods(core: Any, namespace: str) -> list[Obj]:
+    return items(core.list_namespaced_pod, namespace, label_selector=LABEL_SELECTOR)
+
+
+def check_all(core: Any, namespace: str) -> Obj:
+    """``GET .../services/goldpinger:8080/proxy/check_all``, parsed (the client would return a repr)."""
+    resp = core.connect_get_namespaced_service_proxy_with_path(
+        f"{NAME}:{SERVICE_PORT}", namespace, "check_all", _preload_content=False)
+    return dict(json.loads(resp.data))

@@ -1,0 +1,91 @@
+"""``python -m twin``: run a cluster twin in the foreground until SIGINT or SIGTERM.
+
+Once the cluster has settled it writes the kubeconfig and env files (when asked) and prints one line
+starting with ``twin ready:`` that carries the URLs and file paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from twin.config import Timing
+from twin.scenario import Scenario, load_scenario
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m twin", description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--scenario", default="default",
+                    help="a built-in scenario name (default, large) or a scenario YAML file (default: default)")
+    ap.add_argument("--kubeconfig", type=Path, help="write a kubeconfig for the twin here")
+    ap.add_argument("--env-file", type=Path, help="write the Airflow connections (KEY='VALUE' lines) here")
+    ap.add_argument("--port", type=int, default=0, help="Kubernetes API port (default 0: a free one)")
+    ap.add_argument("--eks-port", type=int, default=0, help="EKS API (moto) port (default 0: a free one)")
+    ap.add_argument("--timing-scale", type=float, default=1.0, help="multiply every controller delay by F")
+    ap.add_argument("--nodes", type=int, default=1000, help="nodes of the generated 'large' scenario")
+    ap.add_argument("--pods", type=int, default=20000, help="pods of the generated 'large' scenario")
+    ap.add_argument("--settle-timeout", type=float, default=600.0, help="seconds to wait for the cluster to settle")
+    return ap
+
+
+def scenario_for(args: argparse.Namespace) -> Scenario:
+    if args.scenario == "large":
+        from twin.scenarios.generate import generate_scenario
+
+        return generate_scenario(args.nodes, args.pods)
+    return load_scenario(args.scenario)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from twin.cluster import Twin, TwinError
+
+    try:
+        scenario = scenario_for(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"twin: {err}", file=sys.stderr)
+        return 2
+    timing = scenario.make_timing(Timing()).scaled(args.timing_scale)
+    twin = Twin(scenario, timing=timing, kube_port=args.port, eks_port=args.eks_port,
+                settle_timeout=args.settle_timeout)
+    stop, ready = threading.Event(), threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        if not ready.is_set():
+            raise KeyboardInterrupt  # abandon a start still waiting for the cluster to settle
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        twin.start()
+    except TwinError as err:
+        print(f"twin: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("twin: interrupted while starting", file=sys.stderr)
+        return 130
+    ready.set()
+    try:
+        if args.kubeconfig:
+            twin.write_kubeconfig(args.kubeconfig)
+        if args.env_file:
+            twin.write_env_file(args.env_file)
+        files = "".join(f" {label}={path.resolve()}" for label, path in
+                        (("kubeconfig", args.kubeconfig), ("env-file", args.env_file)) if path)
+        print(f"twin ready: cluster={scenario.cluster.name} region={scenario.cluster.region} "
+              f"kubernetes={twin.kube_url} eks={twin.eks_url}{files}", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        twin.stop()
+    print("twin stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

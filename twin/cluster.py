@@ -1,0 +1,278 @@
+"""``Twin``: the whole cluster twin assembled: EKS (moto), the Kubernetes API server, controllers, scenario.
+
+Rules:
+- ``start()`` brings up moto, then the API server, then the controllers; it then creates the scenario's
+  Kubernetes objects (through the store), its EKS cluster and node groups (through boto3 against moto),
+  and returns once the cluster has settled (``settled()``), or raises ``TwinError`` naming what is not.
+- The Kubernetes API requires the twin's bearer token (random per twin); the kubeconfig and the env
+  file carry it. Fake AWS credentials live in the clients and files made here, never in ``os.environ``.
+- ``stop()`` is idempotent and removes the cluster from moto's per-process state, so the next twin in
+  the same process can use the same cluster name.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import yaml
+
+from twin import eks
+from twin.admin import AdminApi
+from twin.apiserver import ApiServer
+from twin.config import Timing
+from twin.controllers.base import Controller
+from twin.controllers.nodegroups import NODEGROUP_LABEL, NodeGroupController
+from twin.resources import DAEMONSETS, DEPLOYMENTS, NODES, PODS
+from twin.scenario import Scenario, apply_objects
+from twin.store import Obj, Store
+
+
+class TwinError(RuntimeError):
+    """The twin could not start or did not reach the state waited for."""
+
+
+class Twin:
+    """A running cluster twin: ``eks_url`` (moto) and ``kube_url`` (Kubernetes API) on 127.0.0.1."""
+
+    def __init__(self, scenario: Scenario, *, timing: Timing | None = None, token: str | None = None,
+                 kube_port: int = 0, eks_port: int = 0, settle_timeout: float = 60.0) -> None:
+        self.scenario = scenario
+        self.timing = timing if timing is not None else scenario.make_timing()
+        self.token = token or secrets.token_urlsafe(32)
+        self.region = scenario.cluster.region
+        self.cluster_name = scenario.cluster.name
+        self.settle_timeout = settle_timeout
+        self.store = Store()
+        self.faults = scenario.make_faults()
+        self.eks = eks.EksServer(region=self.region, port=eks_port)
+        self.api = ApiServer(self.store, port=kube_port, token=self.token, faults=self.faults)
+        self.controllers: list[Controller] = []
+        self._started = False
+        self._stop_lock = threading.Lock()
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def eks_url(self) -> str:
+        return self.eks.url
+
+    @property
+    def kube_url(self) -> str:
+        return self.api.url
+
+    def start(self) -> None:
+        if eks.cluster_exists(self.region, self.cluster_name):
+            raise TwinError(f"an EKS cluster {self.cluster_name!r} in {self.region} already exists in this "
+                            "process (another Twin running?)")
+        self._started = True
+        try:
+            self.eks.start()
+            self.api.add_route("/_twin/", AdminApi(store=self.store, faults=self.faults,
+                                                   request_log=lambda: self.api.request_log,
+                                                   disruptions=self._disruptions))
+            self._add_service_proxies()
+            self.api.start()
+            self.controllers = self._make_controllers()
+            for controller in self.controllers:
+                controller.start()
+            self.load_scenario()
+            self.wait_for(self.settled, self.settle_timeout, "the cluster to settle (nodes Ready, pods Running)",
+                          detail=self.unsettled)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        with self._stop_lock:
+            if not self._started:
+                return
+            self._started = False
+            for controller in reversed(self.controllers):
+                controller.stop()
+            for step in (self.api.stop, self.eks.stop):
+                try:
+                    step()
+                except Exception:  # noqa: BLE001 - a server that never started cannot stop
+                    pass
+            eks.forget_cluster(self.region, self.cluster_name)
+
+    def __enter__(self) -> Twin:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def load_scenario(self) -> None:
+        """Kubernetes objects into the store; the EKS cluster and node groups into moto through boto3."""
+        apply_objects(self.store, self.scenario)
+        client = self.boto3_client("eks")
+        cluster = self.scenario.cluster
+        eks.create_cluster(client, name=cluster.name, version=cluster.version)
+        for ng in self.scenario.nodegroups:
+            eks.create_nodegroup(client, cluster=cluster.name, name=ng.name, instance_type=ng.instanceType,
+                                 desired=ng.desired, min_size=ng.min, max_size=ng.max, labels=ng.labels,
+                                 taints=[t.eks() for t in ng.taints])
+
+    # ---- assembly -------------------------------------------------------------------------------
+
+    def _make_controllers(self) -> list[Controller]:
+        from twin.controllers.cilium_operator import CiliumOperatorController
+        from twin.controllers.daemonsets import DaemonSetController
+        from twin.controllers.deployments import DeploymentController
+        from twin.controllers.disruption import DisruptionController
+        from twin.controllers.kubelet import KubeletController
+        from twin.controllers.nodelifecycle import NodeLifecycleController
+        from twin.controllers.scheduler import SchedulerController
+
+        args = (self.store, self.timing, self.faults)
+        return [
+            NodeGroupController(*args, region=self.region, cluster=self.cluster_name,
+                                kubernetes_version=self.scenario.cluster.version),
+            NodeLifecycleController(*args),
+            DaemonSetController(*args),
+            DeploymentController(*args),
+            SchedulerController(*args),
+            KubeletController(*args),
+            CiliumOperatorController(*args),
+            DisruptionController(*args),
+        ]
+
+    def _add_service_proxies(self) -> None:
+        from twin.goldpinger import Goldpinger
+
+        self.goldpinger = Goldpinger(self.store, self.timing, self.faults)
+        self.api.add_service_proxy(self.goldpinger.proxy)
+
+    def _disruptions(self) -> list[Any]:
+        for controller in self.controllers:
+            recorded = getattr(controller, "violations", None)
+            if recorded is not None:
+                return list(recorded)
+        return []
+
+    # ---- state ----------------------------------------------------------------------------------
+
+    def settled(self) -> bool:
+        return not self.unsettled()
+
+    def unsettled(self) -> list[str]:
+        """What keeps the cluster from having settled: missing nodes, NotReady nodes, pods not Running,
+        workloads not rolled out. Nodes the faults block (and pods on them) are left out."""
+        problems: list[str] = []
+        nodes = list(self.store.iter_all(NODES))
+        per_group: dict[str, int] = {}
+        blocked: set[str] = set()
+        for node in nodes:
+            name = node["metadata"]["name"]
+            group = (node["metadata"].get("labels") or {}).get(NODEGROUP_LABEL)
+            per_group[group or ""] = per_group.get(group or "", 0) + 1
+            if self.faults.agent_blocked(name, group):
+                blocked.add(name)
+            elif not node_is_ready(node):
+                problems.append(f"node {name} NotReady")
+        for ng in self.scenario.nodegroups:
+            if ng.name not in self.faults.stuck_nodegroups and per_group.get(ng.name, 0) != ng.desired:
+                problems.append(f"node group {ng.name}: {per_group.get(ng.name, 0)}/{ng.desired} nodes")
+        for pod in self.store.iter_all(PODS):
+            if pod["spec"].get("nodeName") in blocked:
+                continue
+            if (pod.get("status") or {}).get("phase") != "Running":
+                meta = pod["metadata"]
+                problems.append(f"pod {meta.get('namespace')}/{meta['name']} "
+                                f"{(pod.get('status') or {}).get('phase', 'Pending')}")
+        if not blocked:
+            for ds in self.store.iter_all(DAEMONSETS):
+                if not _rolled_out(ds, "desiredNumberScheduled", "numberReady"):
+                    problems.append(f"daemonset {ds['metadata']['namespace']}/{ds['metadata']['name']} not ready")
+            for deploy in self.store.iter_all(DEPLOYMENTS):
+                if not _rolled_out(deploy, None, "readyReplicas"):
+                    problems.append(f"deployment {deploy['metadata']['namespace']}/{deploy['metadata']['name']} "
+                                    "not ready")
+        return problems
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str,
+                 detail: Callable[[], list[str]] | None = None) -> None:
+        """Poll ``predicate`` until it holds; TwinError after ``timeout`` seconds, saying what was awaited."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if predicate():
+                return
+            if time.monotonic() > deadline:
+                hint = ""
+                if detail is not None:
+                    items = detail()
+                    hint = ": " + "; ".join(items[:10]) + (f" (+{len(items) - 10} more)" if len(items) > 10 else "")
+                raise TwinError(f"timed out after {timeout:g}s waiting for {what}{hint}")
+            time.sleep(min(0.05, max(self.timing.resync_s, 0.01)))
+
+    # ---- clients and files ----------------------------------------------------------------------
+
+    def boto3_client(self, service: str = "eks") -> Any:
+        """A boto3 client for moto, with fake credentials and the scenario's region."""
+        return self.eks.client(service)
+
+    def kubeconfig(self) -> dict[str, Any]:
+        """A kubeconfig for the twin, named as ``aws eks update-kubeconfig`` names it (the cluster ARN)."""
+        arn = f"arn:aws:eks:{self.region}:{eks.account_id()}:cluster/{self.cluster_name}"
+        return {
+            "apiVersion": "v1", "kind": "Config", "preferences": {},
+            "clusters": [{"name": arn, "cluster": {"server": self.kube_url}}],
+            "users": [{"name": arn, "user": {"token": self.token}}],
+            "contexts": [{"name": arn, "context": {"cluster": arn, "user": arn, "namespace": "default"}}],
+            "current-context": arn,
+        }
+
+    def write_kubeconfig(self, path: str | Path) -> None:
+        _write_private(Path(path), yaml.safe_dump(self.kubeconfig(), sort_keys=False))
+
+    def airflow_connections(self) -> dict[str, dict[str, Any]]:
+        """The Airflow connections (JSON form) that reach this twin: aws_default and kubernetes_default."""
+        return {
+            "AIRFLOW_CONN_AWS_DEFAULT": {
+                "conn_type": "aws", "login": eks.FAKE_ACCESS_KEY, "password": eks.FAKE_SECRET_KEY,
+                "extra": {"region_name": self.region, "endpoint_url": self.eks_url}},
+            "AIRFLOW_CONN_KUBERNETES_DEFAULT": {
+                "conn_type": "kubernetes", "extra": {"kube_config": self.kubeconfig(), "namespace": "default"}},
+        }
+
+    def write_env_file(self, path: str | Path) -> None:
+        """KEY='VALUE' lines: the Airflow connections plus the twin's URLs and token."""
+        env = {key: json.dumps(conn, separators=(",", ":")) for key, conn in self.airflow_connections().items()}
+        env.update({"TWIN_KUBE_URL": self.kube_url, "TWIN_EKS_URL": self.eks_url, "TWIN_TOKEN": self.token,
+                    "TWIN_REGION": self.region, "TWIN_CLUSTER": self.cluster_name})
+        _write_private(Path(path), "".join(f"{k}='{v}'\n" for k, v in env.items()))
+
+    def kube_client(self) -> kubernetes.client.ApiClient:
+        """An official-client ApiClient for the twin (bearer token, no TLS)."""
+        configuration = kubernetes.client.Configuration()
+        configuration.host = self.kube_url
+        configuration.api_key = {"authorization": self.token}
+        configuration.api_key_prefix = {"authorization": "Bearer"}
+        return kubernetes.client.ApiClient(configuration)
+
+
+def node_is_ready(node: Obj) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (node.get("status") or {}).get("conditions") or [])
+
+
+def _rolled_out(obj: Obj, desired_field: str | None, ready_field: str) -> bool:
+    status = obj.get("status") or {}
+    if status.get("observedGeneration", 0) < obj["metadata"].get("generation", 1):
+        return False
+    desired = status.get(desired_field, 0) if desired_field else obj["spec"].get("replicas", 1)
+    return bool(status.get(ready_field, 0) == desired)
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_text(text)
