@@ -132,3 +132,26 @@ def snapshot(ds: Obj) -> Obj:
     meta = ds.get("metadata") or {}
     return {"metadata": {k: meta.get(k) for k in ("name", "namespace", "labels", "annotations") if meta.get(k)},
             "spec": ds.get("spec")}
+
+
+def unfenced_affinity(affinity: Obj | None) -> Obj | None:
+    """The affinity without our fence: what it was before this DAG (or an earlier run) touched it."""
+    if affinity is None:
+        return None
+    new = copy.deepcopy(affinity)
+    required = (new.get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+    if not required:
+        return new
+    terms = []
+    for term in required.get("nodeSelectorTerms") or []:
+        exprs = [e for e in term.get("matchExpressions") or []
+                 if not (e.get("key") == CNI_LABEL and e.get("operator") == "In"
+                         and list(e.get("values") or []) == [AWS_CNI])]
+        term = {**term, "matchExpressions": exprs} if exprs or term.get("matchFields") else {}
+        if term:
+            terms.append(term)
+    if terms:
+        required["nodeSelectorTerms"] = terms
+    else:
+        new["nodeAffinity"].pop("requiredDuringSchedulingIgnoredDuringExecution")
+    return new

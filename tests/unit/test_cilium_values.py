@@ -108,13 +108,13 @@ def test_overrides_deep_merge(overrides: dict, check: object) -> None:
 
 
 def test_pure() -> None:
-    overrides = {"operator": {"unmanagedPodWatcher": {"restart": True}}}
-    first = values(overrides=overrides)
-    first["affinity"]["nodeAffinity"] = "mutated"
-    first["operator"]["replicas"] = 9
-    assert values(overrides=overrides) != first
-    assert overrides == {"operator": {"unmanagedPodWatcher": {"restart": True}}}
-    assert values()["affinity"] == RUNBOOK_AFFINITY
+    overrides = {"tolerations": [{"operator": "Exists"}], "operator": {"unmanagedPodWatcher": {"restart": True}}}
+    result = values(overrides=overrides)
+    overrides["tolerations"][0]["operator"] = "Equal"  # type: ignore[index]
+    result["operator"]["replicas"] = 9
+    assert result["tolerations"] == [{"operator": "Exists"}], "the result shares no structure with overrides"
+    assert overrides["operator"] == {"unmanagedPodWatcher": {"restart": True}}, "overrides are not modified"
+    assert values()["operator"]["replicas"] == 1
 
 
 def test_release_encoding_is_helms() -> None:
