@@ -124,30 +124,36 @@ class Twin:
     # ---- assembly -------------------------------------------------------------------------------
 
     def _make_controllers(self) -> list[Controller]:
-        from twin.controllers.cilium_operator import CiliumOperatorController
         from twin.controllers.daemonsets import DaemonSetController
         from twin.controllers.deployments import DeploymentController
         from twin.controllers.disruption import DisruptionController
-        from twin.controllers.kubelet import KubeletController
-        from twin.controllers.nodelifecycle import NodeLifecycleController
-        from twin.controllers.scheduler import SchedulerController
+        from twin.controllers.kubelet import Kubelet
+        from twin.controllers.nodelifecycle import NodeLifecycle
+        from twin.controllers.scheduler import Scheduler
 
         args = (self.store, self.timing, self.faults)
-        return [
+        controllers: list[Controller] = [
             NodeGroupController(*args, region=self.region, cluster=self.cluster_name,
                                 kubernetes_version=self.scenario.cluster.version),
-            NodeLifecycleController(*args),
+            NodeLifecycle(*args),
             DaemonSetController(*args),
             DeploymentController(*args),
-            SchedulerController(*args),
-            KubeletController(*args),
-            CiliumOperatorController(*args),
+            Scheduler(*args),
+            Kubelet(*args),
             DisruptionController(*args),
         ]
+        try:  # TEMP until it lands
+            from twin.controllers.cilium_operator import CiliumOperator  # type: ignore
+            controllers.append(CiliumOperator(*args))
+        except ImportError:
+            pass
+        return controllers
 
     def _add_service_proxies(self) -> None:
-        from twin.goldpinger import Goldpinger
-
+        try:  # TEMP until it lands
+            from twin.goldpinger import Goldpinger  # type: ignore
+        except ImportError:
+            return
         self.goldpinger = Goldpinger(self.store, self.timing, self.faults)
         self.api.add_service_proxy(self.goldpinger.proxy)
 
@@ -190,10 +196,10 @@ class Twin:
                                 f"{(pod.get('status') or {}).get('phase', 'Pending')}")
         if not blocked:
             for ds in self.store.iter_all(DAEMONSETS):
-                if not _rolled_out(ds, "desiredNumberScheduled", "numberReady"):
+                if not _rolled_out(ds, "desiredNumberScheduled", "updatedNumberScheduled", "numberReady"):
                     problems.append(f"daemonset {ds['metadata']['namespace']}/{ds['metadata']['name']} not ready")
             for deploy in self.store.iter_all(DEPLOYMENTS):
-                if not _rolled_out(deploy, None, "readyReplicas"):
+                if not _rolled_out(deploy, None, "updatedReplicas", "readyReplicas"):
                     problems.append(f"deployment {deploy['metadata']['namespace']}/{deploy['metadata']['name']} "
                                     "not ready")
         return problems
@@ -254,8 +260,8 @@ class Twin:
         """An official-client ApiClient for the twin (bearer token, no TLS)."""
         configuration = kubernetes.client.Configuration()
         configuration.host = self.kube_url
-        configuration.api_key = {"authorization": self.token}
-        configuration.api_key_prefix = {"authorization": "Bearer"}
+        bearer = f"Bearer {self.token}"
+        configuration.api_key = {"BearerToken": bearer, "authorization": bearer}  # client 36 and older
         return kubernetes.client.ApiClient(configuration)
 
 
@@ -264,12 +270,13 @@ def node_is_ready(node: Obj) -> bool:
                for c in (node.get("status") or {}).get("conditions") or [])
 
 
-def _rolled_out(obj: Obj, desired_field: str | None, ready_field: str) -> bool:
+def _rolled_out(obj: Obj, desired_field: str | None, updated_field: str, ready_field: str) -> bool:
+    """Observed, every replica on the current template, and at least as many ready (kubectl rollout status)."""
     status = obj.get("status") or {}
     if status.get("observedGeneration", 0) < obj["metadata"].get("generation", 1):
         return False
     desired = status.get(desired_field, 0) if desired_field else obj["spec"].get("replicas", 1)
-    return bool(status.get(ready_field, 0) == desired)
+    return bool(status.get(updated_field, 0) == desired and status.get(ready_field, 0) >= desired)
 
 
 def _write_private(path: Path, text: str) -> None:

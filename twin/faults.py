@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -50,10 +50,8 @@ class Faults:
         return node_name in self.agent_never_ready or (nodegroup or "") in self.agent_never_ready
 
     def to_dict(self) -> dict[str, Any]:
-        with self.lock:
-            d = asdict(self)
-        d.pop("lock", None)
-        return d
+        with self.lock:  # not asdict(self): it would try to deep-copy the lock
+            return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "lock"}
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply a partial dict (as the admin endpoint receives it); unknown keys raise ValueError."""
@@ -64,3 +62,9 @@ class Faults:
                 if key == "api":
                     value = [ApiFault(**v) if isinstance(v, dict) else v for v in value]
                 setattr(self, key, value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list):
+        return [asdict(v) if isinstance(v, ApiFault) else v for v in value]
+    return value

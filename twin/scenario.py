@@ -13,12 +13,14 @@ A scenario is named by a file path, or by the name of a file in ``twin/scenarios
 from __future__ import annotations
 
 from dataclasses import fields, replace
+import copy
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from twin.api import defaults
 from twin.config import Timing
 from twin.eks import EKS_EFFECT, K8S_EFFECT
 from twin.faults import Faults
@@ -142,7 +144,10 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
 
 
 def apply_objects(store: Store, scenario: Scenario) -> None:
-    """Create the built-in namespaces, then the objects in order (a namespace one names is created first)."""
+    """Create the built-in namespaces, then the objects in order (a namespace one names is created first).
+
+    Objects get the defaults and validation an HTTP create gets, so they read back as if applied.
+    """
     declared = {o["metadata"]["name"] for o in scenario.objects if o.get("kind") == "Namespace"}
     for ns in BUILTIN_NAMESPACES:
         if ns not in declared:
@@ -152,7 +157,10 @@ def apply_objects(store: Store, scenario: Scenario) -> None:
         ns = obj["metadata"].get("namespace")
         if rt.namespaced and ns:
             _ensure_namespace(store, ns)
+        obj = copy.deepcopy(obj)
         try:
+            defaults.validate_name(rt, obj)
+            defaults.prepare_for_create(rt, obj)
             store.create(rt, obj)
         except ApiError as err:
             raise ValueError(f"scenario object {obj['kind']} {obj['metadata']['name']}: {err.message}") from err

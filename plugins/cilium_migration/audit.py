@@ -61,7 +61,7 @@ def _compact(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
 
 
-def log_changes(changes: Iterable[Change], logger: logging.Logger | None = None) -> list[dict[str, Any]]:
+def log_changes(changes: Iterable[Change], logger: Any = None) -> list[dict[str, Any]]:
     """Log each change on its own line; return them as dicts for the XCom."""
     out = []
     for change in changes:

@@ -154,4 +154,6 @@ def unfenced_affinity(affinity: Obj | None) -> Obj | None:
         required["nodeSelectorTerms"] = terms
     else:
         new["nodeAffinity"].pop("requiredDuringSchedulingIgnoredDuringExecution")
-    return new
+        if not new["nodeAffinity"]:
+            new.pop("nodeAffinity")
+    return new or None

@@ -61,16 +61,21 @@ def run(name: str, clients: Clients, **kwargs: Any) -> Verdict:
 
 
 @check
-def nodegroup_size(clients: Clients, *, cluster: str, nodegroup: str, size: int) -> Verdict:
-    """The node group is ACTIVE with ``desiredSize == size``; a failed state is terminal."""
-    ng = nodegroups.describe(clients.eks, cluster, nodegroup)
-    state = ng.get("status")
-    desired = (ng.get("scalingConfig") or {}).get("desiredSize")
-    if state in NODEGROUP_FAILED_STATES:
-        return Verdict(FAILED, f"Terminal state reached. Current state: {state}, Expected state: ACTIVE")
-    if nodegroup_at_size(ng, size):
-        return Verdict(DONE, f"node group {nodegroup} ACTIVE at desired size {size}")
-    return Verdict(WAITING, f"node group {nodegroup}: {state}, desired size {desired} (want {size})")
+def nodegroups_at_size(clients: Clients, *, cluster: str, sizes: dict[str, int]) -> Verdict:
+    """Each node group is ACTIVE with ``desiredSize`` as given; a failed state is terminal."""
+    waiting = []
+    for nodegroup, size in sorted(sizes.items()):
+        ng = nodegroups.describe(clients.eks, cluster, nodegroup)
+        state = ng.get("status")
+        desired = (ng.get("scalingConfig") or {}).get("desiredSize")
+        if state in NODEGROUP_FAILED_STATES:
+            return Verdict(FAILED, f"Terminal state reached. Node group {nodegroup}: {state}, "
+                                   "Expected state: ACTIVE")
+        if not nodegroup_at_size(ng, size):
+            waiting.append(f"{nodegroup}: {state}, desired size {desired} (want {size})")
+    if waiting:
+        return Verdict(WAITING, "; ".join(waiting))
+    return Verdict(DONE, "ACTIVE at size: " + ", ".join(f"{g}={n}" for g, n in sorted(sizes.items())))
 
 
 @check
@@ -183,4 +188,8 @@ def mesh_healthy(clients: Clients, *, namespace: str, tolerance_s: float = 30.0,
         return Verdict(WAITING, f"goldpinger /check_all not answering: {exc}".splitlines()[0])
     verdict = mesh.evaluate(answer, goldpinger.pods(clients.core, namespace), nodes.list_nodes(clients.core),
                             started_at=start, tolerance_s=tolerance_s)
-    return Verdict(DONE if verdict.healthy else WAITING, verdict.summary(), verdict.to_dict())
+    message = verdict.summary()
+    if not verdict.healthy:
+        message += " | failing pairs: " + (", ".join(verdict.failing_pairs()) or "none") + " | " + "; ".join(
+            verdict.problems[:5])
+    return Verdict(DONE if verdict.healthy else WAITING, message, verdict.to_dict())

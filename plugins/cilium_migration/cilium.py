@@ -49,6 +49,7 @@ RELEASE = "cilium"
 NAMESPACE = "kube-system"
 VALUES_FILE = Path(__file__).parent / "manifests" / "cilium-values.yaml"
 HELM_REPO_URL = "https://helm.cilium.io"
+CHART_NAME = "cilium"
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 RELEASE_NAME = "meta.helm.sh/release-name"
@@ -147,14 +148,20 @@ _pulled: dict[tuple[str, str | None, str | None], str] = {}
 
 def load_chart(chart: str | os.PathLike[str], *, repo_url: str | None = None,
                version: str | None = None) -> helm_python.Chart:
-    """Load a chart with the Helm engine from a directory or ``.tgz``; with ``repo_url`` (a chart name in
-    an HTTP repository, e.g. ``cilium`` at https://helm.cilium.io) or an ``oci://`` reference, the engine
-    pulls ``version`` first (once per process). A chart that cannot be had is a ``PermanentError``."""
+    """Load a chart with the Helm engine.
+
+    ``chart`` is a directory or ``.tgz`` path; a chart name with ``repo_url`` (``cilium`` at
+    https://helm.cilium.io); an ``oci://`` reference; a URL of a ``.tgz``; or a repository URL alone, which
+    means the chart ``cilium`` in it. Remote charts are pulled by the engine (``version``, else the
+    newest), once per process. A chart that cannot be had is a ``PermanentError``.
+    """
     import helm_python
 
     ref = os.fspath(chart)
+    if ref.startswith(("http://", "https://")) and not ref.endswith(".tgz") and repo_url is None:
+        ref, repo_url = CHART_NAME, ref
     try:
-        if repo_url or ref.startswith("oci://"):
+        if repo_url or ref.startswith(("oci://", "http://", "https://")):
             key = (ref, repo_url, version)
             if key not in _pulled:
                 dest = tempfile.mkdtemp(prefix="cilium-chart-")
@@ -166,7 +173,14 @@ def load_chart(chart: str | os.PathLike[str], *, repo_url: str | None = None,
             ref = _pulled[key]
         return helm_python.Chart.load(ref)
     except helm_python.HelmError as exc:
-        raise PermanentError(f"cannot load chart {ref!r} (repo {repo_url}, version {version}): {exc}") from exc
+        message = f"cannot load chart {ref!r} (repo {repo_url}, version {version}): {exc}"
+        if isinstance(exc, helm_python.HelmRepoError) and _UNREACHABLE.search(str(exc)):
+            raise TemporaryError(message) from exc
+        raise PermanentError(message) from exc
+
+
+_UNREACHABLE = re.compile(r"cannot be reached|dial tcp|timeout|connection (refused|reset)|no such host|\b5\d\d\b",
+                          re.IGNORECASE)
 
 
 def render_release(chart: str | os.PathLike[str], values: Mapping[str, Any], *, release: str = RELEASE,
@@ -180,8 +194,9 @@ def render_release(chart: str | os.PathLike[str], values: Mapping[str, Any], *, 
             files = loaded.render(dict(values), name=release, namespace=namespace, is_install=True)
         except helm_python.HelmError as exc:
             raise PermanentError(f"chart {loaded.name} {loaded.version} does not render: {exc}") from exc
-        chart_section = {
-            "metadata": loaded.metadata,
+        metadata = loaded.metadata
+        chart_section: dict[str, Any] = {
+            "metadata": metadata,
             "lock": None,
             "templates": [_file(t) for t in loaded.templates],
             "values": loaded.values,
@@ -191,7 +206,7 @@ def render_release(chart: str | os.PathLike[str], values: Mapping[str, Any], *, 
     notes, docs = "", []
     for path in sorted(files):
         if path.endswith("NOTES.txt"):  # only the top chart's notes count, as in Helm
-            if path == f"{chart_section['metadata']['name']}/templates/NOTES.txt":
+            if path == f"{metadata.get('name')}/templates/NOTES.txt":
                 notes = files[path]
             continue
         for doc in yaml.safe_load_all(files[path]):

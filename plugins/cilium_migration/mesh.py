@@ -77,7 +77,7 @@ def parse_time(value: Any) -> datetime | None:
     text = value.strip().replace("Z", "+00:00")
     if "." in text:  # Go may print up to 9 fractional digits; Python takes 6
         head, _, rest = text.partition(".")
-        digits = "".join(ch for ch in rest if ch.isdigit())
+        digits = rest[:len(rest) - len(rest.lstrip("0123456789"))]
         tz = rest[len(digits):]
         text = f"{head}.{digits[:6].ljust(6, '0')}{tz}"
     try:

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from cilium_migration.audit import Change
-from cilium_migration.errors import PermanentError, TemporaryError, api_status, is_not_found, is_temporary_status
+from cilium_migration.errors import (
+    PermanentError,
+    TemporaryError,
+    api_status,
+    is_not_found,
+    is_temporary_status,
+)
 
 Obj = dict[str, Any]
 

@@ -29,7 +29,7 @@ def pods_on_nodes(core: Any, node_names: Iterable[str]) -> list[Obj]:
 
 def workloads_on_nodes(core: Any, node_names: Iterable[str]) -> list[Obj]:
     names = list(node_names)
-    return workload_pods_on(pods_on_nodes(core, names), names)
+    return [dict(p) for p in workload_pods_on(pods_on_nodes(core, names), names)]
 
 
 def _ns(pod: Obj) -> str:
@@ -64,7 +64,7 @@ def evict(core: Any, pod: Obj, *, deadline: float, force: bool = False, dry_run:
                                   before={"node": (pod.get("spec") or {}).get("nodeName")},
                                   after={"deleted": True}, dry_run=dry_run)
                 raise TemporaryError(f"eviction of {ns}/{name} still refused ({status}) at the timeout: a "
-                                     "PodDisruptionBudget forbids it; fix the budget or set force_evictions")
+                                     "PodDisruptionBudget forbids it; fix the budget or set force_evictions") from exc
             if log is not None:
                 log.info("eviction of %s/%s refused (%s), retrying in %.1fs", ns, name, status, delay)
             sleep(delay)

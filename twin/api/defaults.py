@@ -41,6 +41,7 @@ def prepare_for_create(rt: ResourceType, obj: Obj) -> None:
     spec = obj.setdefault("spec", {}) if rt in (PODS, DEPLOYMENTS, DAEMONSETS, REPLICASETS, SERVICES) else None
     if rt is PODS and spec is not None:
         _pod_spec_defaults(spec)
+        spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")  # admission
         obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
     elif rt in _STATUS_RESET:
         obj["status"] = {}

@@ -1,0 +1,360 @@
+"""Operators: one runbook step each, idempotent (check before acting, patch, never recreate).
+
+``MigrationOperator`` is the base: it validates the params into a ``MigrationSpec``, builds the clients
+lazily from the connections, runs ``step``, logs every ``Change`` with before/after and pushes them as
+XCom ``changes`` (the audit report collects them). ``PermanentError`` becomes ``AirflowFailException``
+(no retry: fix the input); anything else is left to the task's retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import HITLBranchOperator
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from cilium_migration import approvals, audit
+from cilium_migration.audit import Change
+from cilium_migration.clients import Clients
+from cilium_migration.errors import PermanentError
+from cilium_migration.sensors import SNAPSHOT_TASK_ID, groups_for, sizes_for, snapshot_from, spec_from
+from cilium_migration.spec import MigrationSpec
+
+__all__ = [
+    "AwsNodeDeleteOperator", "AwsNodeFenceOperator", "AwsNodeRestoreOperator", "CiliumInstallOperator",
+    "CiliumUninstallOperator", "EksNodegroupScaleOperator", "GoldpingerDeployOperator",
+    "GoldpingerRestartOperator", "MigrationApprovalOperator", "MigrationAuditReportOperator",
+    "NodeCordonOperator", "NodeLabelOperator", "PreflightCheckOperator", "PreflightSnapshotOperator",
+    "RollbackStartOperator", "WorkloadMoveOperator",
+]
+
+
+class MigrationOperator(BaseOperator):
+    """Base of the migration's steps.
+
+    :param aws_conn_id: Airflow connection for EKS (templated; default from the run's params)
+    :param kubernetes_conn_id: Airflow connection for the cluster (templated)
+    """
+
+    template_fields: Sequence[str] = ("aws_conn_id", "kubernetes_conn_id")
+
+    def __init__(self, *, aws_conn_id: str = "{{ params.aws_conn_id }}",
+                 kubernetes_conn_id: str = "{{ params.kubernetes_conn_id }}", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.aws_conn_id = aws_conn_id
+        self.kubernetes_conn_id = kubernetes_conn_id
+        self._region: str | None = None
+
+    @cached_property
+    def clients(self) -> Clients:
+        return Clients(aws_conn_id=self.aws_conn_id, kubernetes_conn_id=self.kubernetes_conn_id,
+                       region=self._region)
+
+    def execute(self, context: Any) -> Any:
+        spec = spec_from(context)
+        self._region = spec.region
+        try:
+            result = self.step(context, spec)
+        except PermanentError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        changes, value = result if isinstance(result, tuple) else (result, None)
+        written = [c for c in changes or [] if c.action != "unchanged"]
+        context["ti"].xcom_push(key=audit.XCOM_KEY, value=audit.log_changes(written, self.log))
+        if not written:
+            self.log.info("nothing to change: already in the wanted state")
+        return value
+
+    def step(self, context: Any, spec: MigrationSpec) -> list[Change] | tuple[list[Change], Any]:
+        raise NotImplementedError
+
+
+class PreflightCheckOperator(MigrationOperator):
+    """Read-only checks that the cluster is the runbook's starting point (or an earlier run's, to resume)."""
+
+    def step(self, context: Any, spec: MigrationSpec) -> tuple[list[Change], Any]:
+        from cilium_migration import preflight
+
+        verified = preflight.check(self.clients, spec)
+        for line in verified:
+            self.log.info("preflight OK: %s", line)
+        return [], verified
+
+
+class PreflightSnapshotOperator(MigrationOperator):
+    """The state the run will change, as XCom ``return_value`` (rollback restores it)."""
+
+    def step(self, context: Any, spec: MigrationSpec) -> tuple[list[Change], Any]:
+        from cilium_migration import preflight
+
+        snap = preflight.snapshot(self.clients, spec)
+        self.log.info("snapshot: node groups %s, old nodes %s, resumed=%s", snap["nodegroups"],
+                      snap["old_nodes"], snap["resumed"])
+        return [], snap
+
+
+class GoldpingerDeployOperator(MigrationOperator):
+    """Deploy goldpinger (the runbook's objects) unless ``deploy_goldpinger`` is false."""
+
+    def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
+        from cilium_migration import goldpinger
+
+        if not spec.deploy_goldpinger:
+            self.log.info("deploy_goldpinger is false: using the goldpinger already in %s",
+                          spec.goldpinger_namespace)
+            return []
+        return goldpinger.deploy(self.clients, spec.goldpinger_namespace, dry_run=spec.dry_run)
+
+
+class GoldpingerRestartOperator(MigrationOperator):
+    """``kubectl rollout restart`` of goldpinger's Deployment (or DaemonSet), once per task per run."""
+
+    def __init__(self, *, kind: str = "Deployment", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kind = kind
+
+    def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
+        from cilium_migration import goldpinger
+
+        token = f"{context['run_id']}/{self.task_id}"
+        return goldpinger.restart(self.clients.apps, spec.goldpinger_namespace, self.kind, token,
+                                  dry_run=spec.dry_run)
+
+
+class NodeLabelOperator(MigrationOperator):
+    """Label the old node groups' nodes ``cni=aws-cni``.
+
+    Only nodes of ``old_nodegroups`` (by ``eks.amazonaws.com/nodegroup``), not ``--all`` as the runbook
+    does: safer when a Cilium node already exists (a resumed run) or a group is not being migrated.
+    """
+
+    def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
+        from cilium_migration import nodes
+        from cilium_migration.readiness import AWS_CNI, CNI_LABEL
+
+        old = nodes.nodegroup_nodes(self.clients.core, spec.old_nodegroups)
+        if not old:
+            raise PermanentError(f"no nodes found in {', '.join(spec.old_nodegroups)}: check old_nodegroups")
+        return nodes.label(self.clients.core, old, CNI_LABEL, AWS_CNI, dry_run=spec.dry_run)
+
+
+class AwsNodeFenceOperator(MigrationOperator):
+    """Add ``cni In [aws-cni]`` to every nodeSelectorTerm of aws-node's required node affinity."""
+
+    def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
+        from cilium_migration import aws_node
+
+        return aws_node.fence(self.clients.apps, dry_run=spec.dry_run)
+
+
+class AwsNodeDeleteOperator(MigrationOperator):
+    """Delete the aws-node DaemonSet (decommission)."""
+
+    def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
+        from cilium_migration import aws_node
+
+        return aws_node.delete(self.clients.apps, dry_run=spec.dry_run)
+
+
+class AwsNodeRestoreOperator(MigrationOperator):
+    """Rollback: aws-node as in the preflight snapshot (recreated if deleted, fence removed)."""
+
+    def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
+        from cilium_migration import aws_node
+
+        snap = snapshot_from(context) or {}
+        return aws_node.restore(self.clients.apps, snap.get("aws_node"), dry_run=spec.dry_run)
+
+
+class EksNodegroupScaleOperator(MigrationOperator):
+    """Scale ``role``'s node groups ("new"/"old") to ``size`` ("target": new_node_count, "zero",
+    "snapshot": the preflight snapshot's size), with ``update_nodegroup_config``; dry run only logs."""
+
+    def __init__(self, *, role: str, size: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.role, self.size = role, size
+
+    def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
+        from cilium_migration import nodegroups
+
+        changes: list[Change] = []
+        for group, size in sizes_for(spec, self.role, self.size, context).items():
+            changes += nodegroups.scale(self.clients.eks, spec.cluster_name, group, size,
+                                        dry_run=spec.dry_run, log=self.log)
+        return changes
+
+
+class CiliumInstallOperator(MigrationOperator):
+    """Install (or upgrade) Cilium with the runbook's values: render the chart, apply, record the release.
+
+    :param unmanaged_pod_restart: ``operator.unmanagedPodWatcher.restart`` (false until decommission)
+    """
+
+    def __init__(self, *, unmanaged_pod_restart: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.unmanaged_pod_restart = unmanaged_pod_restart
+
+    def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
+        from cilium_migration import cilium
+
+        overrides = cilium.deep_merge(spec.cilium_values, {
+            "operator": {"unmanagedPodWatcher": {"restart": self.unmanaged_pod_restart}}})
+        values = cilium.runbook_values(cluster_name=spec.cluster_name, region=spec.region,
+                                       egress_interface=spec.egress_masquerade_interface, overrides=overrides)
+        return list(cilium.deploy(self.clients.api_client, spec.chart_ref, values, release=spec.release,
+                                  namespace=spec.cilium_namespace, dry_run=spec.dry_run,
+                                  version=spec.cilium_version))
+
+
+class CiliumUninstallOperator(MigrationOperator):
+    """Rollback: remove the Cilium release (every object it owns, then its release Secrets)."""
+
+    def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
+        from cilium_migration import cilium
+
+        return list(cilium.uninstall(self.clients.api_client, release=spec.release,
+                                     namespace=spec.cilium_namespace, dry_run=spec.dry_run))
+
+
+class NodeCordonOperator(MigrationOperator):
+    """Cordon (or with ``cordon=False`` uncordon) the nodes of ``role``'s node groups."""
+
+    def __init__(self, *, role: str, cordon: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.role, self.cordon = role, cordon
+
+    def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
+        from cilium_migration import nodes
+
+        targets = nodes.nodegroup_nodes(self.clients.core, groups_for(spec, self.role))
+        if not self.cordon and self.role == "old":
+            snap = snapshot_from(context) or {}
+            keep = set(snap.get("old_nodes_cordoned") or [])  # cordoned before the run: leave them
+            targets = [n for n in targets if n["metadata"]["name"] not in keep]
+        return nodes.set_cordoned(self.clients.core, targets, self.cordon, dry_run=spec.dry_run)
+
+
+class WorkloadMoveOperator(MigrationOperator):
+    """Evict workload pods off ``role``'s nodes in batches of ``eviction_batch_size``, PDB-respecting,
+    each batch's replacements Ready before the next. The nodes must be cordoned first."""
+
+    def __init__(self, *, role: str = "old", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.role = role
+
+    def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
+        from cilium_migration import nodes, workloads
+
+        names = [n["metadata"]["name"] for n in nodes.nodegroup_nodes(self.clients.core,
+                                                                       groups_for(spec, self.role))]
+        return workloads.move(self.clients.core, names, batch_size=spec.eviction_batch_size,
+                              batch_timeout=spec.timeouts.eviction, force=spec.force_evictions,
+                              dry_run=spec.dry_run, poll=min(spec.timeouts.poll_interval, 2.0), log=self.log)
+
+
+class RollbackStartOperator(MigrationOperator):
+    """Start of the rollback path: skips it (and so every rollback step) when preflight took no snapshot,
+    i.e. nothing was changed."""
+
+    def step(self, context: Any, spec: MigrationSpec) -> tuple[list[Change], Any]:
+        snap = snapshot_from(context)
+        if not snap:
+            raise AirflowSkipException(f"no snapshot from {SNAPSHOT_TASK_ID}: nothing was changed, "
+                                       "nothing to roll back")
+        self.log.info("rolling back to the preflight snapshot: %s", snap)
+        return [], {"snapshot_nodegroups": snap.get("nodegroups")}
+
+
+class MigrationApprovalOperator(HITLBranchOperator):
+    """A human decides (UI "Required Actions" or REST ``hitlDetails``); the body is the evidence.
+
+    ``options_mapping`` maps each option to the task it leads to. ``defaults`` (applied on timeout)
+    must never be "proceed".
+    """
+
+    def __init__(self, *, evidence_title: str, mesh_task_id: str, changes: Sequence[str],
+                 kubernetes_conn_id: str = "{{ params.kubernetes_conn_id }}", **kwargs: Any) -> None:
+        kwargs.setdefault("body", "")
+        kwargs.setdefault("response_timeout", timedelta(days=1))
+        super().__init__(**kwargs)
+        if self.defaults and approvals.PROCEED in self.defaults:
+            raise ValueError("an approval must never default to proceed")
+        self.evidence_title = evidence_title
+        self.mesh_task_id = mesh_task_id
+        self.changes = list(changes)
+        self.kubernetes_conn_id = kubernetes_conn_id
+
+    template_fields: Sequence[str] = ("subject", "body", "kubernetes_conn_id")
+
+    def execute(self, context: Any) -> Any:
+        spec = spec_from(context)
+        mesh = context["ti"].xcom_pull(task_ids=self.mesh_task_id, key="mesh")
+        try:
+            from cilium_migration import nodes
+            from cilium_migration.readiness import node_summary
+
+            clients = Clients(kubernetes_conn_id=self.kubernetes_conn_id, region=spec.region)
+            node_lines = [node_summary(n) for n in nodes.list_nodes(clients.core)]
+        except Exception as exc:  # evidence is best effort; the decision is the human's
+            node_lines = [f"could not list nodes: {exc}".splitlines()[0]]
+        extra = ["**Dry run**: nothing was changed; approving continues the dry run."] if spec.dry_run else []
+        self.body = approvals.evidence(title=self.evidence_title, mesh=mesh, node_lines=node_lines,
+                                       changes=self.changes, options=self.options, extra=extra)
+        return super().execute(context)
+
+
+class MigrationAuditReportOperator(BaseOperator):
+    """Collect every task's ``changes`` XCom into a Markdown report (XCom ``return_value``, task log).
+
+    Runs whatever happened (``trigger_rule=all_done``) and fails when a task failed, so a rolled-back
+    or broken run is not shown as a success.
+    """
+
+    def execute(self, context: Any) -> str:
+        ti = context["ti"]
+        dag = context["dag"]
+        task_ids = [t for t in dag.task_ids if t != self.task_id]
+        changes = {t: ti.xcom_pull(task_ids=t, key=audit.XCOM_KEY) or [] for t in task_ids}
+        states = self._task_states(context)
+        outcome = outcome_of(states)
+        text = audit.report(changes, outcome=outcome, run_id=context["run_id"], task_states=states)
+        for line in text.splitlines():
+            self.log.info("%s", line)
+        ti.xcom_push(key="outcome", value=outcome)
+        if outcome.startswith("failed") or outcome.startswith("rolled back after failure"):
+            ti.xcom_push(key="return_value", value=text)
+            raise AirflowFailException(f"migration {outcome}")
+        return text
+
+    def _task_states(self, context: Any) -> dict[str, str]:
+        try:
+            raw = context["ti"].get_task_states(dag_id=context["dag"].dag_id, run_ids=[context["run_id"]])
+        except Exception as exc:
+            self.log.warning("could not read task states: %s", exc)
+            return {}
+        per_run = raw.get(context["run_id"], raw) if isinstance(raw, dict) else {}
+        return {str(k): str(v) for k, v in per_run.items() if v is not None}
+
+
+def outcome_of(states: dict[str, str]) -> str:
+    """One line for the run: completed, held, rolled back (and why), or failed."""
+    failed = sorted(t for t, s in states.items() if s == "failed")
+    rollback_ran = states.get("rollback.start") == "success"
+    rollback_done = all(s == "success" for t, s in states.items() if t.startswith("rollback.")
+                        and t != "rollback.on_gate_failure")
+    if rollback_ran:
+        why = f"failure of {', '.join(failed)}" if [t for t in failed if not t.startswith("rollback.")] \
+            else "rejection"
+        if not rollback_done:
+            return f"failed: rollback after {why} did not complete ({', '.join(failed)})"
+        return f"rolled back after {why}"
+    if failed:
+        return f"failed: {', '.join(failed)}"
+    if states.get("approve_decommission.hold") == "success":
+        return "held after cutover (aws-node and old node groups kept)"
+    if states.get("decommission.final_mesh_healthy") == "success":
+        return "completed"
+    return "incomplete: " + ", ".join(sorted(t for t, s in states.items() if s not in ("success", "skipped")))

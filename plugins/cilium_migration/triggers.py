@@ -1,0 +1,76 @@
+"""Triggers for the long waits: poll one named check from ``checks`` until it is done or failed.
+
+``run()`` has no side effects (it only reads the cluster) and yields a single ``TriggerEvent``:
+``{"status": "success"|"failed"|"error", "message": ..., "data": ...}``. The check is the same sync
+function the sensor pokes with, run in a thread (``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+class ClusterCheckTrigger(BaseTrigger):
+    """Wait until ``checks.<check>(**arguments)`` is ``done`` (or ``failed``: a terminal state).
+
+    :param check: name of a check in ``cilium_migration.checks.CHECKS``
+    :param arguments: its keyword arguments (JSON-serialisable)
+    :param poll_interval: seconds between checks
+    """
+
+    def __init__(self, *, check: str, arguments: dict[str, Any], aws_conn_id: str, kubernetes_conn_id: str,
+                 region: str | None, poll_interval: float = 10.0, max_errors: int = 10) -> None:
+        super().__init__()
+        self.check = check
+        self.arguments = arguments
+        self.aws_conn_id = aws_conn_id
+        self.kubernetes_conn_id = kubernetes_conn_id
+        self.region = region
+        self.poll_interval = poll_interval
+        self.max_errors = max_errors
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "cilium_migration.triggers.ClusterCheckTrigger",
+            {
+                "check": self.check,
+                "arguments": self.arguments,
+                "aws_conn_id": self.aws_conn_id,
+                "kubernetes_conn_id": self.kubernetes_conn_id,
+                "region": self.region,
+                "poll_interval": self.poll_interval,
+                "max_errors": self.max_errors,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from cilium_migration import checks
+        from cilium_migration.clients import Clients
+
+        clients = Clients(aws_conn_id=self.aws_conn_id, kubernetes_conn_id=self.kubernetes_conn_id,
+                          region=self.region)
+        errors = 0
+        while True:
+            try:
+                verdict = await asyncio.to_thread(checks.run, self.check, clients, **self.arguments)
+            except Exception as exc:  # temporary trouble (5xx, 429): keep polling, up to a limit
+                errors += 1
+                self.log.warning("%s: check failed (%d/%d): %s", self.check, errors, self.max_errors, exc)
+                if errors >= self.max_errors:
+                    yield TriggerEvent({"status": "error", "message": f"{self.check}: {exc}", "data": {}})
+                    return
+                await asyncio.sleep(self.poll_interval)
+                continue
+            errors = 0
+            self.log.info("%s: %s", self.check, verdict.message)
+            if verdict.status == checks.DONE:
+                yield TriggerEvent({"status": "success", "message": verdict.message, "data": verdict.data})
+                return
+            if verdict.status == checks.FAILED:
+                yield TriggerEvent({"status": "failed", "message": verdict.message, "data": verdict.data})
+                return
+            await asyncio.sleep(self.poll_interval)

@@ -1,0 +1,69 @@
+"""``python -m twin``: a foreground twin that writes its files, says it is ready, and stops on a signal.
+
+Covers: the ready line carries both URLs and the file paths; ``kubectl --kubeconfig FILE get nodes``
+works against it; the env file holds both Airflow connections; SIGTERM and SIGINT stop it with exit 0;
+an unknown scenario exits 2 naming the built-in ones.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBECTL = "/usr/bin/kubectl"
+
+
+def start_twin(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "twin", "--kubeconfig", str(tmp_path / "kubeconfig"),
+         "--env-file", str(tmp_path / "twin.env"), "--timing-scale", "0.1", *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("twin ready:"):
+            return proc, line
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    pytest.fail(f"no ready line; stderr: {proc.communicate()[1][-2000:]}")
+
+
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGTERM, id="sigterm"), pytest.param(signal.SIGINT, id="sigint")])
+def test_serves_until_signalled(tmp_path: Path, sig: signal.Signals) -> None:
+    proc, ready = start_twin(tmp_path)
+    try:
+        urls = dict(re.findall(r"(kubernetes|eks|kubeconfig|env-file)=(\S+)", ready))
+        assert urls["kubernetes"].startswith("http://127.0.0.1:") and urls["eks"].startswith("http://127.0.0.1:")
+        assert Path(urls["kubeconfig"]) == (tmp_path / "kubeconfig").resolve()
+        if sig == signal.SIGTERM:
+            out = subprocess.run([KUBECTL, "--kubeconfig", urls["kubeconfig"], "get", "nodes", "-o", "name"],
+                                 capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0, out.stderr
+            assert len(out.stdout.split()) == 3
+            env = dict(line.split("=", 1) for line in (tmp_path / "twin.env").read_text().splitlines())
+            aws = json.loads(env["AIRFLOW_CONN_AWS_DEFAULT"].strip("'"))
+            assert aws["extra"]["endpoint_url"] == urls["eks"]
+            k8s = json.loads(env["AIRFLOW_CONN_KUBERNETES_DEFAULT"].strip("'"))
+            assert k8s["extra"]["kube_config"]["clusters"][0]["cluster"]["server"] == urls["kubernetes"]
+    finally:
+        proc.send_signal(sig)
+        stdout, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "twin stopped" in stdout
+
+
+def test_unknown_scenario_exits_2() -> None:
+    out = subprocess.run([sys.executable, "-m", "twin", "--scenario", "no-such"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "built-in: " in out.stderr and "default" in out.stderr

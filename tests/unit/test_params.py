@@ -1,0 +1,48 @@
+"""The DAG's Params: JSON schemas that refuse bad values at trigger time and agree with MigrationSpec."""
+
+from __future__ import annotations
+
+import pytest
+
+from cilium_migration.params import dag_params, schemas
+from cilium_migration.spec import MigrationSpec
+
+
+def test_every_spec_field_the_brief_names_is_a_param() -> None:
+    assert set(schemas()) == {
+        "cluster_name", "region", "old_nodegroups", "new_nodegroup", "new_node_count", "cilium_chart",
+        "cilium_version", "cilium_values", "egress_masquerade_interface", "goldpinger_namespace",
+        "deploy_goldpinger", "eviction_batch_size", "force_evictions", "allow_network_policies", "timeouts",
+        "dry_run", "aws_conn_id", "kubernetes_conn_id"}
+
+
+def test_param_defaults_make_a_valid_spec() -> None:
+    defaults = {name: schema["default"] for name, schema in schemas().items()}
+    spec = MigrationSpec.from_params(defaults)
+    assert spec.old_nodegroups == ("ng-1",) and spec.cilium_chart == "twin:cilium"
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    pytest.param("new_node_count", 0, id="count-zero"),
+    pytest.param("new_node_count", "3", id="count-string"),
+    pytest.param("old_nodegroups", [], id="no-old-groups"),
+    pytest.param("region", "nowhere", id="bad-region"),
+    pytest.param("timeouts", {"bogus": 1}, id="unknown-timeout"),
+    pytest.param("timeouts", {"mesh": 0}, id="zero-timeout"),
+    pytest.param("dry_run", "no", id="dry-run-string"),
+])
+def test_schema_refuses_bad_values_naming_the_field(name: str, value: object) -> None:
+    """As at trigger time: the DAG's ParamsDict validates the run's conf."""
+    from airflow.sdk.definitions.param import ParamsDict, ParamValidationError
+
+    params = ParamsDict(dag_params())
+    with pytest.raises(ParamValidationError, match=f"Invalid input for param {name}:"):
+        params[name] = value
+        params.validate()
+
+
+def test_schema_accepts_good_values() -> None:
+    params = dag_params()
+    assert params["old_nodegroups"].resolve(["ng-1", "ng-2"]) == ["ng-1", "ng-2"]
+    assert params["timeouts"].resolve({"mesh": 30}) == {"mesh": 30}
+    assert params["cilium_version"].resolve(None) is None

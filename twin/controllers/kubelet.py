@@ -1,0 +1,209 @@
+"""The kubelets: pod lifecycle on every node, and which CNI wires each pod.
+
+Rules:
+- A pod bound to a node that does not exist is deleted (what pod GC does).
+- A host-network pod, and a CNI agent pod (aws-node, ``k8s-app=cilium``: host network in their real
+  manifests), runs ``pod_start_s`` after the kubelet first sees it, with the node's IP.
+- Any other pod needs a CNI agent Running and Ready on its node; Cilium wins when both are (its CNI
+  config, 05-cilium, sorts first). Without one the pod stays Pending, its containers waiting in
+  ``ContainerCreating``. With one it runs ``pod_start_s`` later: ``podIP`` from the node's range
+  (node 192.168.A.B -> 10.A.B.x), annotation ``twin.cilium-migration.io/cni`` naming the CNI, all
+  conditions True, container statuses filled in.
+- A pod's network never changes after wiring: pods keep their CNI until they are replaced.
+- A CNI agent pod on a node in ``faults.agent_never_ready`` (by node or node-group name) runs but never
+  turns Ready (its readiness probe fails); it turns Ready once the fault is lifted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from twin.controllers.base import (
+    AWS_CNI,
+    CILIUM,
+    CNI_ANNOTATION,
+    NODEGROUP_LABEL,
+    Controller,
+    agent_cni,
+    condition_true,
+    labels_of,
+    node_ip,
+    pod_active,
+    ready_agents,
+    set_condition,
+)
+from twin.resources import NODES, PODS
+from twin.store import Obj, now_iso
+
+
+def pod_range(node: Obj) -> str:
+    """The node's pod address prefix: node 192.168.A.B hands out 10.A.B.x."""
+    octets = (node_ip(node) or "0.0.0.0").split(".")
+    return f"10.{int(octets[2]) % 256}.{int(octets[3]) % 256}."
+
+
+def _image_id(image: str) -> str:
+    repo = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+    return f"{repo}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
+
+
+def _container_id(pod: Obj, name: str) -> str:
+    return "containerd://" + hashlib.sha256(f"{pod['metadata'].get('uid')}/{name}".encode()).hexdigest()
+
+
+def _unready_message(pod: Obj) -> str:
+    names = " ".join(c.get("name", "") for c in pod["spec"].get("containers") or [])
+    return f"containers with unready status: [{names}]"
+
+
+class Kubelet(Controller):
+    """Starts bound pods once their node can wire them, and records the CNI that did."""
+
+    name = "kubelet"
+    watches = (PODS, NODES)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._startable: dict[str, float] = {}  # pod uid -> monotonic time it could start
+        self._cursor: dict[str, int] = {}  # node name -> last host number handed out
+
+    def reconcile(self) -> None:
+        nodes = {n["metadata"]["name"]: n for n in self.store.iter_all(NODES)}
+        now = time.monotonic()
+        live: set[str] = set()
+        agents: dict[str, dict[str, Obj]] = {}
+        for pod in self.store.iter_all(PODS):
+            node_name = pod.get("spec", {}).get("nodeName")
+            if not node_name or not pod_active(pod):
+                continue
+            node = nodes.get(node_name)
+            if node is None:
+                self.delete(PODS, pod)
+                continue
+            uid = pod["metadata"]["uid"]
+            agent = agent_cni(pod)
+            if pod.get("status", {}).get("phase") == "Running":
+                if agent is not None:
+                    self._follow_probe(pod, node)
+                continue
+            live.add(uid)
+            cni: str | None = None
+            if not (pod["spec"].get("hostNetwork") or agent is not None):
+                if node_name not in agents:
+                    agents[node_name] = ready_agents(self.store, node_name)
+                here = agents[node_name]
+                cni = CILIUM if CILIUM in here else AWS_CNI if AWS_CNI in here else None
+                if cni is None:
+                    self._startable.pop(uid, None)
+                    self._mark_creating(pod, node)
+                    continue
+            since = self._startable.setdefault(uid, now)
+            wait = since + self.timing.pod_start_s - now
+            if wait > 0:
+                self._mark_creating(pod, node)
+                self.wake_in(wait)
+                continue
+            self._start(pod, node, cni, ready=agent is None or not self._blocked(node))
+        for uid in set(self._startable) - live:
+            del self._startable[uid]
+
+    def _blocked(self, node: Obj) -> bool:
+        return self.faults.agent_blocked(node["metadata"]["name"], labels_of(node).get(NODEGROUP_LABEL))
+
+    # ---- status writers ------------------------------------------------------------------------
+
+    def _mark_creating(self, pod: Obj, node: Obj) -> None:
+        host_ip = node_ip(node)
+
+        def change(p: Obj) -> None:
+            status = p.setdefault("status", {})
+            status["phase"] = "Pending"
+            status["hostIP"] = host_ip
+            status["hostIPs"] = [{"ip": host_ip}]
+            status.setdefault("startTime", now_iso())
+            set_condition(status, "PodReadyToStartContainers", "False")
+            set_condition(status, "Initialized", "True")
+            set_condition(status, "Ready", "False", "ContainersNotReady", _unready_message(p))
+            set_condition(status, "ContainersReady", "False", "ContainersNotReady", _unready_message(p))
+            set_condition(status, "PodScheduled", "True")
+            status["containerStatuses"] = [
+                {"name": c.get("name", ""), "image": c.get("image", ""), "imageID": "",
+                 "ready": False, "restartCount": 0, "started": False,
+                 "state": {"waiting": {"reason": "ContainerCreating"}}, "lastState": {}}
+                for c in p["spec"].get("containers") or []]
+
+        self.patch(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"], change, status=True)
+
+    def _start(self, pod: Obj, node: Obj, cni: str | None, *, ready: bool) -> None:
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        host_ip = node_ip(node)
+        pod_ip = host_ip if cni is None else self._allocate(node)
+        if cni is not None:
+            def annotate(p: Obj) -> None:
+                p["metadata"].setdefault("annotations", {})[CNI_ANNOTATION] = cni
+            if self.patch(PODS, namespace, name, annotate) is None:
+                return
+
+        def change(p: Obj) -> None:
+            status = p.setdefault("status", {})
+            started = now_iso()
+            status["phase"] = "Running"
+            status["hostIP"], status["hostIPs"] = host_ip, [{"ip": host_ip}]
+            status["podIP"], status["podIPs"] = pod_ip, [{"ip": pod_ip}]
+            status.setdefault("startTime", started)
+            status.setdefault("qosClass", "BestEffort")
+            set_condition(status, "PodReadyToStartContainers", "True")
+            set_condition(status, "Initialized", "True")
+            self._set_readiness(p, ready)
+            set_condition(status, "PodScheduled", "True")
+            status["containerStatuses"] = [
+                {"name": c.get("name", ""), "image": c.get("image", ""),
+                 "imageID": _image_id(c.get("image", "")), "containerID": _container_id(p, c.get("name", "")),
+                 "ready": ready, "restartCount": 0, "started": True,
+                 "state": {"running": {"startedAt": started}}, "lastState": {}}
+                for c in p["spec"].get("containers") or []]
+            if p["spec"].get("initContainers"):
+                status["initContainerStatuses"] = [
+                    {"name": c.get("name", ""), "image": c.get("image", ""),
+                     "imageID": _image_id(c.get("image", "")),
+                     "containerID": _container_id(p, c.get("name", "")),
+                     "ready": True, "restartCount": 0, "started": False,
+                     "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                                              "startedAt": status["startTime"], "finishedAt": started}},
+                     "lastState": {}}
+                    for c in p["spec"]["initContainers"]]
+
+        self.patch(PODS, namespace, name, change, status=True)
+
+    def _set_readiness(self, p: Obj, ready: bool) -> None:
+        status = p["status"]
+        if ready:
+            set_condition(status, "Ready", "True")
+            set_condition(status, "ContainersReady", "True")
+        else:
+            set_condition(status, "Ready", "False", "ContainersNotReady", _unready_message(p))
+            set_condition(status, "ContainersReady", "False", "ContainersNotReady", _unready_message(p))
+        for cs in status.get("containerStatuses") or []:
+            cs["ready"] = ready
+
+    def _follow_probe(self, pod: Obj, node: Obj) -> None:
+        """A running CNI agent is Ready exactly when its node is not blocked by the fault."""
+        ready = not self._blocked(node)
+        if condition_true(pod, "Ready") == ready:
+            return
+        self.patch(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"],
+                   lambda p: self._set_readiness(p, ready), status=True)
+
+    def _allocate(self, node: Obj) -> str:
+        name = node["metadata"]["name"]
+        prefix = pod_range(node)
+        used = {(p.get("status") or {}).get("podIP") for p in self.store.list(PODS, node_name=name)[0]}
+        cursor = self._cursor.get(name, 1)
+        for step in range(1, 254):
+            host = (cursor - 2 + step) % 253 + 2  # 2..254, after the cursor
+            if prefix + str(host) not in used:
+                self._cursor[name] = host
+                return prefix + str(host)
+        raise RuntimeError(f"node {name} has no free pod address")
