@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a built-in scenario name (default, large) or a scenario YAML file (default: default)")
     ap.add_argument("--kubeconfig", type=Path, help="write a kubeconfig for the twin here")
     ap.add_argument("--env-file", type=Path, help="write the Airflow connections (KEY='VALUE' lines) here")
-    ap.add_argument("--port", type=int, default=0, help="Kubernetes API port (default 0: a free one)")
+    ap.add_argument("--port", type=int, default=0, help="Kubernetes API over plain HTTP (default 0: a free one)")
+    ap.add_argument("--tls-port", type=int, default=0,
+                    help="Kubernetes API over HTTPS, what the kubeconfig names (default 0: a free one)")
     ap.add_argument("--eks-port", type=int, default=0, help="EKS API (moto) port (default 0: a free one)")
     ap.add_argument("--timing-scale", type=float, default=1.0, help="multiply every controller delay by F")
     ap.add_argument("--nodes", type=int, default=1000, help="nodes of the generated 'large' scenario")
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"twin: {err}", file=sys.stderr)
         return 2
     timing = scenario.make_timing(Timing()).scaled(args.timing_scale)
-    twin = Twin(scenario, timing=timing, kube_port=args.port, eks_port=args.eks_port,
+    twin = Twin(scenario, timing=timing, kube_port=args.port, eks_port=args.eks_port, tls_port=args.tls_port,
                 settle_timeout=args.settle_timeout)
     stop, ready = threading.Event(), threading.Event()
 
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         files = "".join(f" {label}={path.resolve()}" for label, path in
                         (("kubeconfig", args.kubeconfig), ("env-file", args.env_file)) if path)
         print(f"twin ready: cluster={scenario.cluster.name} region={scenario.cluster.region} "
-              f"kubernetes={twin.kube_url} eks={twin.eks_url}{files}", flush=True)
+              f"kubernetes={twin.kube_url} kubernetes-tls={twin.kube_tls_url} eks={twin.eks_url}{files}", flush=True)
         while not stop.wait(0.5):
             pass
     finally:

@@ -2,8 +2,8 @@
 
 Threaded HTTP/1.1 with keep-alive; watches stream chunked. Order of a request: open paths
 (``/version``, ``/healthz``, ``/readyz``, ``/livez``), bearer-token check (401), routes added with
-``add_route`` (the twin's admin API), injected API faults, discovery, then resources
-(see ``twin.api.rest``), evictions (``twin.api.eviction``) and the service proxy. Errors are
+``add_route`` (the twin's admin API, exempt from faults), injected API faults, discovery, then
+resources (see ``twin.api.rest``), evictions (``twin.api.eviction``) and the service proxy. Errors are
 Kubernetes ``Status`` bodies. Every request is recorded in ``request_log``.
 
 Go clients (kubectl, Helm) do not send bearer tokens over plain HTTP, so ``tls=True`` adds an HTTPS
@@ -106,7 +106,7 @@ class ApiServer:
         if tls:
             httpd.socket = tls_support.server_context().wrap_socket(
                 httpd.socket, server_side=True, do_handshake_on_connect=False)
-        thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
+        thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                   name=f"apiserver-{httpd.server_address[1]}", daemon=True)
         thread.start()
         self._servers.append((httpd, thread))
@@ -115,8 +115,11 @@ class ApiServer:
     def stop(self) -> None:
         if not self._servers:
             return
-        for httpd, _ in self._servers:
-            httpd.shutdown()
+        stoppers = [threading.Thread(target=httpd.shutdown) for httpd, _ in self._servers]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
         with self._lock:
             streams, connections = list(self._streams), list(self._connections)
         for stream in streams:
@@ -178,20 +181,24 @@ class ApiServer:
             if path.startswith(prefix):
                 status, content_type, body = handler(req.method, path, req.query, req.body)
                 return Response(status, body, content_type)
+        target: routing.Target | None
+        try:
+            target = routing.parse(path)
+        except routing.NoRoute:
+            target = None
+            info["verb"] = req.method.lower() if req.method != "GET" else "get"  # a non-resource URL
+        else:
+            info.update(group=target.rt.group, resource=target.rt.plural, subresource=target.subresource or "",
+                        namespace=target.namespace or "", name=target.name or "", verb=_verb(req, target))
         fault = self.faults.api_error_for(req.method, path)
         if fault is not None:
             return fault_response(fault)
         served = self._discovery(req)
         if served is not None:
             return served
-        try:
-            target = routing.parse(path)
-        except routing.NoRoute:
+        if target is None:
             return error_response(404, "the server could not find the requested resource", "NotFound")
         rt = target.rt
-        info.update(group=rt.group, resource=rt.plural, subresource=target.subresource or "",
-                    namespace=target.namespace or "", name=target.name or "")
-        info["verb"] = _verb(req, target)
         if rt.namespaced and target.namespace is None and (target.name is not None or req.method != "GET"):
             return error_response(404, "the server could not find the requested resource", "NotFound")
         if target.subresource == "proxy":
@@ -340,7 +347,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -372,8 +379,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
-        payload = b"".join(self._headers_buffer) + b"\r\n" + (b"" if head_only else response.body)  # type: ignore[attr-defined]
-        self._headers_buffer = []
+        headers: list[bytes] = getattr(self, "_headers_buffer", [])
+        payload = b"".join(headers) + b"\r\n" + (b"" if head_only else response.body)
+        headers.clear()
         try:
             self.wfile.write(payload)
         except OSError:

@@ -4,14 +4,16 @@ Rules:
 - ``start()`` brings up moto, then the API server, then the controllers; it then creates the scenario's
   Kubernetes objects (through the store), its EKS cluster and node groups (through boto3 against moto),
   and returns once the cluster has settled (``settled()``), or raises ``TwinError`` naming what is not.
-- The Kubernetes API requires the twin's bearer token (random per twin); the kubeconfig and the env
-  file carry it. Fake AWS credentials live in the clients and files made here, never in ``os.environ``.
+- The Kubernetes API requires the twin's bearer token (random per twin). It is served over plain HTTP
+  (``kube_url``) and, for client-go (kubectl, helm), over HTTPS (``kube_tls_url``, ``twin.tls``) with
+  a throwaway CA; the kubeconfig and the env file name the HTTPS endpoint and carry the CA and token. Fake AWS credentials live in the clients and files made here, never in ``os.environ``.
 - ``stop()`` is idempotent and removes the cluster from moto's per-process state, so the next twin in
   the same process can use the same cluster name.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import threading
@@ -27,11 +29,15 @@ from twin import eks
 from twin.admin import AdminApi
 from twin.apiserver import ApiServer
 from twin.config import Timing
-from twin.controllers.base import Controller
-from twin.controllers.nodegroups import NODEGROUP_LABEL, NodeGroupController
+from twin.controllers import core_controllers
+from twin.controllers.base import NODEGROUP_LABEL, Controller
+from twin.controllers.disruption import DisruptionController
+from twin.controllers.nodegroups import NodeGroupController
+from twin.goldpinger import GoldpingerModel
 from twin.resources import DAEMONSETS, DEPLOYMENTS, NODES, PODS
 from twin.scenario import Scenario, apply_objects
 from twin.store import Obj, Store
+from twin.tls import TlsFront, make_certificates
 
 
 class TwinError(RuntimeError):
@@ -42,7 +48,7 @@ class Twin:
     """A running cluster twin: ``eks_url`` (moto) and ``kube_url`` (Kubernetes API) on 127.0.0.1."""
 
     def __init__(self, scenario: Scenario, *, timing: Timing | None = None, token: str | None = None,
-                 kube_port: int = 0, eks_port: int = 0, settle_timeout: float = 60.0) -> None:
+                 kube_port: int = 0, eks_port: int = 0, tls_port: int = 0, settle_timeout: float = 60.0) -> None:
         self.scenario = scenario
         self.timing = timing if timing is not None else scenario.make_timing()
         self.token = token or secrets.token_urlsafe(32)
@@ -53,7 +59,12 @@ class Twin:
         self.faults = scenario.make_faults()
         self.eks = eks.EksServer(region=self.region, port=eks_port)
         self.api = ApiServer(self.store, port=kube_port, token=self.token, faults=self.faults)
+        self.certificates = make_certificates()
+        self._tls_port = tls_port
+        self.tls: TlsFront | None = None
         self.controllers: list[Controller] = []
+        self.goldpinger = GoldpingerModel(self.store, self.timing, self.faults)
+        self.disruption: DisruptionController | None = None
         self._started = False
         self._stop_lock = threading.Lock()
 
@@ -65,9 +76,18 @@ class Twin:
 
     @property
     def kube_url(self) -> str:
+        """The Kubernetes API over plain HTTP (the official Python client sends its token here too)."""
         return self.api.url
 
-    def start(self) -> None:
+    @property
+    def kube_tls_url(self) -> str:
+        """The same API over HTTPS: what the kubeconfig names (kubectl sends tokens only over TLS)."""
+        return self.tls.url if self.tls is not None else ""
+
+    def start(self, *, run_controllers: bool = True) -> None:
+        """Bring the twin up and wait until it has settled. With ``run_controllers=False`` the
+        controllers are built but not started, and nothing is waited for: the caller drives their
+        ``reconcile()`` passes (``twin.controllers.base.run_until``), as the scale benchmark does."""
         if eks.cluster_exists(self.region, self.cluster_name):
             raise TwinError(f"an EKS cluster {self.cluster_name!r} in {self.region} already exists in this "
                             "process (another Twin running?)")
@@ -77,14 +97,18 @@ class Twin:
             self.api.add_route("/_twin/", AdminApi(store=self.store, faults=self.faults,
                                                    request_log=lambda: self.api.request_log,
                                                    disruptions=self._disruptions))
-            self._add_service_proxies()
+            self.api.add_service_proxy(self.goldpinger.proxy_handler)
             self.api.start()
+            self.tls = TlsFront(self.api.port, self.certificates, port=self._tls_port)
+            self.tls.start()
             self.controllers = self._make_controllers()
-            for controller in self.controllers:
-                controller.start()
+            if run_controllers:
+                for controller in self.controllers:
+                    controller.start()
             self.load_scenario()
-            self.wait_for(self.settled, self.settle_timeout, "the cluster to settle (nodes Ready, pods Running)",
-                          detail=self.unsettled)
+            if run_controllers:
+                self.wait_for(self.settled, self.settle_timeout,
+                              "the cluster to settle (nodes Ready, pods Running)", detail=self.unsettled)
         except BaseException:
             self.stop()
             raise
@@ -96,7 +120,7 @@ class Twin:
             self._started = False
             for controller in reversed(self.controllers):
                 controller.stop()
-            for step in (self.api.stop, self.eks.stop):
+            for step in (self.tls.stop if self.tls else lambda: None, self.api.stop, self.eks.stop):
                 try:
                     step()
                 except Exception:  # noqa: BLE001 - a server that never started cannot stop
@@ -124,45 +148,15 @@ class Twin:
     # ---- assembly -------------------------------------------------------------------------------
 
     def _make_controllers(self) -> list[Controller]:
-        from twin.controllers.daemonsets import DaemonSetController
-        from twin.controllers.deployments import DeploymentController
-        from twin.controllers.disruption import DisruptionController
-        from twin.controllers.kubelet import Kubelet
-        from twin.controllers.nodelifecycle import NodeLifecycle
-        from twin.controllers.scheduler import Scheduler
-
+        """The node-group controller, the core ones, the disruption controller, the goldpinger model."""
         args = (self.store, self.timing, self.faults)
-        controllers: list[Controller] = [
-            NodeGroupController(*args, region=self.region, cluster=self.cluster_name,
-                                kubernetes_version=self.scenario.cluster.version),
-            NodeLifecycle(*args),
-            DaemonSetController(*args),
-            DeploymentController(*args),
-            Scheduler(*args),
-            Kubelet(*args),
-            DisruptionController(*args),
-        ]
-        try:  # TEMP until it lands
-            from twin.controllers.cilium_operator import CiliumOperator  # type: ignore
-            controllers.append(CiliumOperator(*args))
-        except ImportError:
-            pass
-        return controllers
-
-    def _add_service_proxies(self) -> None:
-        try:  # TEMP until it lands
-            from twin.goldpinger import Goldpinger  # type: ignore
-        except ImportError:
-            return
-        self.goldpinger = Goldpinger(self.store, self.timing, self.faults)
-        self.api.add_service_proxy(self.goldpinger.proxy)
+        self.disruption = DisruptionController(*args)
+        return [NodeGroupController(*args, region=self.region, cluster=self.cluster_name,
+                                    kubernetes_version=self.scenario.cluster.version),
+                *core_controllers(*args), self.disruption, self.goldpinger]
 
     def _disruptions(self) -> list[Any]:
-        for controller in self.controllers:
-            recorded = getattr(controller, "violations", None)
-            if recorded is not None:
-                return list(recorded)
-        return []
+        return list(self.disruption.violations) if self.disruption is not None else []
 
     # ---- state ----------------------------------------------------------------------------------
 
@@ -226,11 +220,13 @@ class Twin:
         return self.eks.client(service)
 
     def kubeconfig(self) -> dict[str, Any]:
-        """A kubeconfig for the twin, named as ``aws eks update-kubeconfig`` names it (the cluster ARN)."""
+        """A kubeconfig for the twin's HTTPS endpoint with its CA and token, named as
+        ``aws eks update-kubeconfig`` names it (the cluster ARN)."""
         arn = f"arn:aws:eks:{self.region}:{eks.account_id()}:cluster/{self.cluster_name}"
+        ca = base64.b64encode(self.certificates.ca_pem).decode()
         return {
             "apiVersion": "v1", "kind": "Config", "preferences": {},
-            "clusters": [{"name": arn, "cluster": {"server": self.kube_url}}],
+            "clusters": [{"name": arn, "cluster": {"server": self.kube_tls_url, "certificate-authority-data": ca}}],
             "users": [{"name": arn, "user": {"token": self.token}}],
             "contexts": [{"name": arn, "context": {"cluster": arn, "user": arn, "namespace": "default"}}],
             "current-context": arn,
@@ -252,7 +248,7 @@ class Twin:
     def write_env_file(self, path: str | Path) -> None:
         """KEY='VALUE' lines: the Airflow connections plus the twin's URLs and token."""
         env = {key: json.dumps(conn, separators=(",", ":")) for key, conn in self.airflow_connections().items()}
-        env.update({"TWIN_KUBE_URL": self.kube_url, "TWIN_EKS_URL": self.eks_url, "TWIN_TOKEN": self.token,
+        env.update({"TWIN_KUBE_URL": self.kube_url, "TWIN_KUBE_TLS_URL": self.kube_tls_url, "TWIN_EKS_URL": self.eks_url, "TWIN_TOKEN": self.token,
                     "TWIN_REGION": self.region, "TWIN_CLUSTER": self.cluster_name})
         _write_private(Path(path), "".join(f"{k}='{v}'\n" for k, v in env.items()))
 

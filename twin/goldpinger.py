@@ -159,10 +159,15 @@ class GoldpingerModel(Controller):
         ready = [p for p in pods if is_instance(p) and pod_ready(p) and labels_match(selector, labels_of(p))]
         return ready[0] if ready else None
 
-    def check(self, namespace: str = "default") -> dict[str, Any] | None:
-        """``/check`` from the serving instance; None when no instance is Ready."""
+    def check(self, namespace: str = "default", pod: str | None = None) -> dict[str, Any] | None:
+        """``/check`` from the serving instance (or the instance named ``pod``, as a port-forward would
+        reach it); None when there is no such Running instance."""
         self.refresh()
-        server = self.serving_instance(namespace)
+        if pod is None:
+            server = self.serving_instance(namespace)
+        else:
+            found = self.store.get(PODS, namespace, pod)
+            server = found if found is not None and is_instance(found) else None
         if server is None:
             return None
         with self._lock:

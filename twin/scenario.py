@@ -12,8 +12,8 @@ A scenario is named by a file path, or by the name of a file in ``twin/scenarios
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
 import copy
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 

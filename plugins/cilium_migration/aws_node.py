@@ -63,7 +63,7 @@ def is_fenced(ds: Obj) -> bool:
 
 def _patch_affinity(apps: Any, affinity: Obj | None, dry_run: bool) -> None:
     body = {"spec": {"template": {"spec": {"affinity": affinity}}}}
-    apps.patch_namespaced_daemon_set(NAME, NAMESPACE, body, dry_run="All" if dry_run else None)
+    apps.patch_namespaced_daemon_set(NAME, NAMESPACE, body, dry_run="All" if dry_run else None, _preload_content=False)
 
 
 def fence(apps: Any, *, dry_run: bool = False) -> list[Change]:
@@ -94,7 +94,7 @@ def restore(apps: Any, snapshot: Obj | None, *, dry_run: bool = False) -> list[C
                 "metadata": {k: v for k, v in (snapshot.get("metadata") or {}).items()
                              if k in ("name", "namespace", "labels", "annotations")},
                 "spec": snapshot.get("spec")}
-        apps.create_namespaced_daemon_set(NAMESPACE, body, dry_run="All" if dry_run else None)
+        apps.create_namespaced_daemon_set(NAMESPACE, body, dry_run="All" if dry_run else None, _preload_content=False)
         return [Change("create", "DaemonSet", NAME, NAMESPACE, before=None, after={"affinity": wanted},
                        dry_run=dry_run)]
     current = affinity_of(ds)
@@ -115,7 +115,7 @@ def delete(apps: Any, *, dry_run: bool = False) -> list[Change]:
     ds = read(apps)
     if ds is None:
         return []
-    apps.delete_namespaced_daemon_set(NAME, NAMESPACE, dry_run="All" if dry_run else None)
+    apps.delete_namespaced_daemon_set(NAME, NAMESPACE, dry_run="All" if dry_run else None, _preload_content=False)
     return [Change("delete", "DaemonSet", NAME, NAMESPACE, before={"affinity": affinity_of(ds)}, after=None,
                    dry_run=dry_run)]
 

@@ -179,7 +179,7 @@ def workloads_drained(clients: Clients, *, nodegroups: list[str]) -> Verdict:
 
 @check
 def mesh_healthy(clients: Clients, *, namespace: str, tolerance_s: float = 30.0,
-                 started_at: str | None = None) -> Verdict:
+                 started_at: str | None = None, aws_nodegroups: list[str] | None = None) -> Verdict:
     """goldpinger's full mesh: every instance answered, N x N fresh OK pings; verdict per CNI pair."""
     start = datetime.fromisoformat(started_at) if started_at else datetime.now(UTC)
     try:
@@ -187,7 +187,7 @@ def mesh_healthy(clients: Clients, *, namespace: str, tolerance_s: float = 30.0,
     except Exception as exc:  # the proxy answers 503 while no endpoint is ready
         return Verdict(WAITING, f"goldpinger /check_all not answering: {exc}".splitlines()[0])
     verdict = mesh.evaluate(answer, goldpinger.pods(clients.core, namespace), nodes.list_nodes(clients.core),
-                            started_at=start, tolerance_s=tolerance_s)
+                            started_at=start, tolerance_s=tolerance_s, aws_nodegroups=aws_nodegroups or ())
     message = verdict.summary()
     if not verdict.healthy:
         message += " | failing pairs: " + (", ".join(verdict.failing_pairs()) or "none") + " | " + "; ".join(

@@ -50,7 +50,7 @@ def deploy(clients: Any, namespace: str, *, dry_run: bool = False) -> list[Chang
         if read_or_none(read, name, namespace) is not None:
             continue
         obj = {**obj, "metadata": {**obj["metadata"], "namespace": namespace}}
-        create(namespace, obj, dry_run="All" if dry_run else None)
+        create(namespace, obj, dry_run="All" if dry_run else None, _preload_content=False)
         changes.append(Change("create", kind, name, namespace, before=None, after={"manifest": "goldpinger.yaml"},
                               dry_run=dry_run))
     return changes
@@ -68,7 +68,7 @@ def restart(apps: Any, namespace: str, kind: str, token: str, *, dry_run: bool =
     if before == token:
         return []
     body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: token}}}}}
-    getattr(apps, f"patch_{suffix}")(NAME, namespace, body, dry_run="All" if dry_run else None)
+    getattr(apps, f"patch_{suffix}")(NAME, namespace, body, dry_run="All" if dry_run else None, _preload_content=False)
     return [Change("restart", kind, NAME, namespace, before={RESTARTED_AT: before}, after={RESTARTED_AT: token},
                    dry_run=dry_run)]
 

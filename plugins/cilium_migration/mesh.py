@@ -3,7 +3,8 @@
 Healthy means: every Running goldpinger pod answered (``OK``), each reported exactly one result per
 expected peer (N x N in all), every nested ``podResults[*].OK`` is true, and every ``PingTime`` is fresh
 (not older than the check's start minus a tolerance). The verdict is broken down by CNI pair
-(aws-cni<->aws-cni, aws-cni<->cilium, cilium<->cilium); a pod's CNI is its node's (``cni`` label).
+(aws-cni<->aws-cni, aws-cni<->cilium, cilium<->cilium); a pod's CNI is its node's: ``aws-cni`` when the
+node is labelled ``cni=aws-cni`` or belongs to an old node group (before the labels exist), else Cilium.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cilium_migration.readiness import name_of, node_cni, pod_node, pod_running
+from cilium_migration.readiness import AWS_CNI, name_of, node_cni, node_nodegroup, pod_node, pod_running
 
 PAIRS = ("aws-cni<->aws-cni", "aws-cni<->cilium", "cilium<->cilium")
 
@@ -89,7 +90,7 @@ def parse_time(value: Any) -> datetime | None:
 
 def evaluate(check_all: Mapping[str, Any], pods: Iterable[Mapping[str, Any]],
              nodes: Iterable[Mapping[str, Any]], *, started_at: datetime,
-             tolerance_s: float = 30.0) -> MeshVerdict:
+             tolerance_s: float = 30.0, aws_nodegroups: Iterable[str] = ()) -> MeshVerdict:
     """Judge the mesh. ``pods``: the goldpinger pods listed from the API; ``nodes``: all nodes."""
     node_by_name = {name_of(n): n for n in nodes}
     live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
@@ -103,7 +104,15 @@ def evaluate(check_all: Mapping[str, Any], pods: Iterable[Mapping[str, Any]],
         verdict.problems.append("no Running goldpinger pods")
         return verdict
 
-    cni_of = {name_of(p): node_cni(node_by_name.get(pod_node(p) or "")) for p in running}
+    old_groups = set(aws_nodegroups)
+
+    def cni(pod: Mapping[str, Any]) -> str:
+        node = node_by_name.get(pod_node(pod) or "")
+        if node is not None and node_nodegroup(node) in old_groups:
+            return AWS_CNI
+        return node_cni(node)
+
+    cni_of = {name_of(p): cni(p) for p in running}
     by_ip = {(p.get("status") or {}).get("podIP"): name_of(p) for p in running}
     cutoff = started_at.timestamp() - tolerance_s
     responses = check_all.get("responses") or {}

@@ -39,7 +39,7 @@ def label(core: Any, nodes: Iterable[Obj], key: str, value: str, *, dry_run: boo
         if before == value:
             continue
         core.patch_node(name_of(node), {"metadata": {"labels": {key: value}}},
-                        dry_run="All" if dry_run else None)
+                        dry_run="All" if dry_run else None, _preload_content=False)
         changes.append(Change("label", "Node", name_of(node), before={key: before}, after={key: value},
                               dry_run=dry_run))
     return changes
@@ -52,7 +52,7 @@ def set_cordoned(core: Any, nodes: Iterable[Obj], cordoned: bool, *, dry_run: bo
         if node_cordoned(node) == cordoned:
             continue
         core.patch_node(name_of(node), {"spec": {"unschedulable": cordoned}},
-                        dry_run="All" if dry_run else None)
+                        dry_run="All" if dry_run else None, _preload_content=False)
         changes.append(Change("cordon" if cordoned else "uncordon", "Node", name_of(node),
                               before={"unschedulable": node_cordoned(node)},
                               after={"unschedulable": cordoned}, dry_run=dry_run))

@@ -119,9 +119,26 @@ def is_mirror_pod(pod: Obj) -> bool:
     return MIRROR_ANNOTATION in (_meta(pod).get("annotations") or {})
 
 
+UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
+
+
+def tolerates_cordon(pod: Obj) -> bool:
+    """The pod tolerates ``node.kubernetes.io/unschedulable`` (e.g. ``operator: Exists`` with no key, as
+    cilium-operator has): the scheduler may put its replacement right back on a cordoned node."""
+    for tol in (pod.get("spec") or {}).get("tolerations") or []:
+        key, op = tol.get("key"), tol.get("operator", "Equal")
+        if tol.get("effect") not in (None, "", "NoSchedule"):
+            continue
+        if (not key and op == "Exists") or key == UNSCHEDULABLE_TAINT:
+            return True
+    return False
+
+
 def is_workload_pod(pod: Obj) -> bool:
-    """A pod cutover must move: not DaemonSet-managed, not a mirror (static) pod, not finished."""
-    return not (is_daemonset_pod(pod) or is_mirror_pod(pod) or pod_terminal(pod))
+    """A pod cutover must move: not DaemonSet-managed, not a mirror (static) pod, not finished, and not
+    one that tolerates cordoned nodes (evicting it is futile: it may come straight back; such pods are
+    cluster add-ons that go with their nodes at decommission, or with Cilium at rollback)."""
+    return not (is_daemonset_pod(pod) or is_mirror_pod(pod) or pod_terminal(pod) or tolerates_cordon(pod))
 
 
 def workload_pods_on(pods: Iterable[Obj], node_names: Iterable[str]) -> list[Obj]:

@@ -135,7 +135,8 @@ class ClusterStateSensor(BaseSensorOperator):
 
     def poke(self, context: Any) -> bool:
         verdict = self._safe_state()
-        self.log.info("%s: %s", self.check_name, verdict.message)
+        if verdict.status == checks.WAITING:
+            self.log.info("%s: %s", self.check_name, verdict.message)
         if verdict.status == checks.FAILED:
             raise AirflowFailException(verdict.message if verdict.message.startswith("Terminal state")
                                        else f"Terminal state reached: {verdict.message}")
@@ -275,4 +276,4 @@ class GoldpingerMeshSensor(ClusterStateSensor):
 
     def arguments(self, spec: MigrationSpec, context: Any) -> dict[str, Any]:
         return {"namespace": spec.goldpinger_namespace, "tolerance_s": spec.timeouts.ping_tolerance,
-                "started_at": datetime.now(UTC).isoformat()}
+                "started_at": datetime.now(UTC).isoformat(), "aws_nodegroups": list(spec.old_nodegroups)}

@@ -48,7 +48,7 @@ def evict(core: Any, pod: Obj, *, deadline: float, force: bool = False, dry_run:
     delay = 0.2
     while True:
         try:
-            core.create_namespaced_pod_eviction(name, ns, body, dry_run="All" if dry_run else None)
+            core.create_namespaced_pod_eviction(name, ns, body, dry_run="All" if dry_run else None, _preload_content=False)
             return Change("evict", "Pod", name, ns, before={"node": (pod.get("spec") or {}).get("nodeName")},
                           after={"evicted": True}, dry_run=dry_run)
         except Exception as exc:
@@ -59,7 +59,7 @@ def evict(core: Any, pod: Obj, *, deadline: float, force: bool = False, dry_run:
                 raise
             if time.monotonic() >= deadline:
                 if force and status == 429:
-                    core.delete_namespaced_pod(name, ns, dry_run="All" if dry_run else None)
+                    core.delete_namespaced_pod(name, ns, dry_run="All" if dry_run else None, _preload_content=False)
                     return Change("delete (forced)", "Pod", name, ns,
                                   before={"node": (pod.get("spec") or {}).get("nodeName")},
                                   after={"deleted": True}, dry_run=dry_run)

@@ -249,7 +249,7 @@ def test_a_missing_or_wrong_token_is_401(api_server: ApiServer) -> None:
 
 @pytest.mark.parametrize("status", [pytest.param(500, id="500"), pytest.param(503, id="503")])
 def test_injected_faults_answer_a_burst_then_recover(core: kubernetes.client.CoreV1Api, faults: Faults,
-                                                     store: Store, status: int) -> None:
+                                                     store: Store, api_server: ApiServer, status: int) -> None:
     store.create(NODES, {"metadata": {"name": "n1"}})
     faults.api.append(ApiFault(path=r"^/api/v1/nodes", status=status, count=2, method="GET"))
     for _ in range(2):
@@ -258,6 +258,8 @@ def test_injected_faults_answer_a_burst_then_recover(core: kubernetes.client.Cor
         assert err.value.status == status
         assert json.loads(err.value.body)["code"] == status
     assert [n.metadata.name for n in core.list_node().items] == ["n1"]
+    assert [(r.verb, r.resource, r.code) for r in api_server.request_log] == [
+        ("list", "nodes", status), ("list", "nodes", status), ("list", "nodes", 200)]
 
 
 def test_a_429_fault_says_retry_after_and_the_client_honours_it(
@@ -292,3 +294,16 @@ def test_server_without_token_accepts_anonymous_requests(store: Store) -> None:
         assert server.request_log[-1].user == "system:anonymous"
     finally:
         server.stop()
+
+
+def test_added_routes_serve_their_prefix_behind_the_token(api_server: ApiServer) -> None:
+    calls = []
+
+    def admin(method: str, path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, str, bytes]:
+        calls.append((method, path, query))
+        return 200, "application/json", b'{"ok":true}'
+
+    api_server.add_route("/_twin/", admin)
+    assert _raw(api_server.url, "/_twin/faults?x=1") == (200, {"ok": True})
+    assert calls == [("GET", "/_twin/faults", {"x": ["1"]})]
+    assert _raw(api_server.url, "/_twin/faults", token=None)[0] == 401

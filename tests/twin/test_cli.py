@@ -1,6 +1,6 @@
 """``python -m twin``: a foreground twin that writes its files, says it is ready, and stops on a signal.
 
-Covers: the ready line carries both URLs and the file paths; ``kubectl --kubeconfig FILE get nodes``
+Covers: the ready line carries the URLs (plain and TLS Kubernetes API, EKS) and the file paths; ``kubectl --kubeconfig FILE get nodes``
 works against it; the env file holds both Airflow connections; SIGTERM and SIGINT stop it with exit 0;
 an unknown scenario exits 2 naming the built-in ones.
 """
@@ -42,8 +42,9 @@ def start_twin(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], str]
 def test_serves_until_signalled(tmp_path: Path, sig: signal.Signals) -> None:
     proc, ready = start_twin(tmp_path)
     try:
-        urls = dict(re.findall(r"(kubernetes|eks|kubeconfig|env-file)=(\S+)", ready))
+        urls = dict(re.findall(r"(kubernetes-tls|kubernetes|eks|kubeconfig|env-file)=(\S+)", ready))
         assert urls["kubernetes"].startswith("http://127.0.0.1:") and urls["eks"].startswith("http://127.0.0.1:")
+        assert urls["kubernetes-tls"].startswith("https://127.0.0.1:")
         assert Path(urls["kubeconfig"]) == (tmp_path / "kubeconfig").resolve()
         if sig == signal.SIGTERM:
             out = subprocess.run([KUBECTL, "--kubeconfig", urls["kubeconfig"], "get", "nodes", "-o", "name"],
@@ -54,7 +55,7 @@ def test_serves_until_signalled(tmp_path: Path, sig: signal.Signals) -> None:
             aws = json.loads(env["AIRFLOW_CONN_AWS_DEFAULT"].strip("'"))
             assert aws["extra"]["endpoint_url"] == urls["eks"]
             k8s = json.loads(env["AIRFLOW_CONN_KUBERNETES_DEFAULT"].strip("'"))
-            assert k8s["extra"]["kube_config"]["clusters"][0]["cluster"]["server"] == urls["kubernetes"]
+            assert k8s["extra"]["kube_config"]["clusters"][0]["cluster"]["server"] == urls["kubernetes-tls"]
     finally:
         proc.send_signal(sig)
         stdout, _ = proc.communicate(timeout=30)

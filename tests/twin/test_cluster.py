@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import kubernetes
 import pytest
 
 from twin.cluster import Twin, TwinError
 from twin.config import FAST
-from twin.scenario import load_scenario, scenario_from_yaml
+from twin.scenario import ClusterSpec, load_scenario
 
 CILIUM_TAINT = {"key": "node.cilium.io/agent-not-ready", "value": "true", "effect": "NoSchedule"}
 
@@ -45,7 +46,7 @@ class TestSettled:
 
     def test_every_pod_runs(self, twin: Twin) -> None:
         pods = core(twin).list_pod_for_all_namespaces().items
-        by_owner = {}
+        by_owner: dict[str, list[Any]] = {}
         for p in pods:
             by_owner.setdefault(p.metadata.labels.get("k8s-app") or p.metadata.labels.get("app"), []).append(p)
         assert {k: len(v) for k, v in by_owner.items()} == {"aws-node": 3, "kube-proxy": 3, "kube-dns": 2, "web": 4}
@@ -93,13 +94,12 @@ class TestAccess:
 
 
 def test_a_cluster_that_does_not_settle_fails_clearly_and_cleans_up() -> None:
-    scenario = scenario_from_yaml("cluster: {name: slow}\nnodegroups: [{name: ng-1, desired: 2, max: 2}]")
-    slow = FAST.scaled(1)
-    twin = Twin(scenario, timing=slow, settle_timeout=0.05)
-    with pytest.raises(TwinError, match=r"waiting for the cluster to settle.*node group ng-1: 0/2 nodes"):
+    scenario = load_scenario("default").model_copy(update={"cluster": ClusterSpec(name="slow")})
+    twin = Twin(scenario, timing=FAST, settle_timeout=0.05)  # nodes take node_provision_s = 0.3 s
+    with pytest.raises(TwinError, match=r"waiting for the cluster to settle.*node group ng-1: 0/3 nodes"):
         twin.start()
-    with Twin(scenario, timing=slow) as again:  # the name is free again
-        assert len(core(again).list_node().items) == 2
+    with Twin(scenario, timing=FAST) as again:  # the name is free again
+        assert len(core(again).list_node().items) == 3
 
 
 def test_two_twins_with_one_cluster_name_cannot_run_at_once(twin: Twin) -> None:

@@ -27,9 +27,10 @@ def pods(placement: dict[str, str] = PLACEMENT, phase: str = "Running") -> list[
             for i, (n, node) in enumerate(sorted(placement.items()))]
 
 
-def answer(names: list[str] = sorted(PLACEMENT), *, broken: set[tuple[str, str]] = frozenset(),
+def answer(names: list[str] | None = None, *, broken: set[tuple[str, str]] = frozenset(),
            ping_time: str = FRESH, skip: set[str] = frozenset(), drop: set[tuple[str, str]] = frozenset(),
            ) -> dict[str, Any]:
+    names = names if names is not None else sorted(PLACEMENT)
     responses = {}
     for src in names:
         if src in skip:
@@ -100,3 +101,10 @@ def test_ping_time_formats() -> None:
 
 def test_pair_names_are_unordered() -> None:
     assert pair_name("cilium", "aws-cni") == pair_name("aws-cni", "cilium") == "aws-cni<->cilium"
+
+
+def test_pods_on_old_node_groups_count_as_aws_cni_before_the_labels_exist() -> None:
+    unlabelled = [{"metadata": {"name": n, "labels": {"eks.amazonaws.com/nodegroup": "ng-1"}}}
+                  for n in ("old-1", "old-2")] + [NODES[2]]
+    v = evaluate(answer(), pods(), unlabelled, started_at=START, aws_nodegroups=["ng-1"])
+    assert v.healthy and set(v.pairs) == {"aws-cni<->aws-cni", "aws-cni<->cilium", "cilium<->cilium"}

@@ -118,3 +118,16 @@ def test_deployment_rolled_out(obj: dict, done: bool) -> None:
 ])
 def test_nodegroup_at_size(ng: dict, size: int, done: bool) -> None:
     assert r.nodegroup_at_size(ng, size) is done
+
+
+@pytest.mark.parametrize(("tolerations", "movable"), [
+    pytest.param([{"operator": "Exists"}], False, id="tolerates-everything"),
+    pytest.param([{"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}],
+                 False, id="tolerates-cordon"),
+    pytest.param([{"key": "CriticalAddonsOnly", "operator": "Exists"}], True, id="coredns-style"),
+    pytest.param([{"operator": "Exists", "effect": "NoExecute"}], True, id="noexecute-only"),
+])
+def test_pods_that_tolerate_cordons_are_not_moved(tolerations: list, movable: bool) -> None:
+    p = pod()
+    p["spec"]["tolerations"] = tolerations
+    assert r.is_workload_pod(p) is movable

@@ -43,6 +43,9 @@ def prepare_for_create(rt: ResourceType, obj: Obj) -> None:
         _pod_spec_defaults(spec)
         spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")  # admission
         obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+    elif rt is DAEMONSETS:  # these four are not omitempty: clients require them
+        obj["status"] = {"currentNumberScheduled": 0, "numberMisscheduled": 0,
+                         "desiredNumberScheduled": 0, "numberReady": 0}
     elif rt in _STATUS_RESET:
         obj["status"] = {}
     if rt is DEPLOYMENTS and spec is not None:

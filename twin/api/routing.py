@@ -43,7 +43,7 @@ def parse(path: str) -> Target:
     legacy_watch = bool(rest) and rest[0] == "watch"
     if legacy_watch:
         rest = rest[1:]
-    if "proxy" not in rest[:4]:
+    if "proxy" not in rest:
         while rest and rest[-1] == "":
             rest = rest[:-1]
     namespace: str | None = None

@@ -19,7 +19,7 @@ DEFAULT_TIMEOUT_S = 1800.0
 Write = Callable[[bytes], None]
 
 
-@dataclass
+@dataclass(eq=False)
 class WatchStream:
     """A watch ready to be streamed; ``render`` turns a stored object into the event's object."""
 

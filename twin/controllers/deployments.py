@@ -99,6 +99,8 @@ class DeploymentController(Controller):
         self._progress: dict[str, tuple[tuple[int, ...], float]] = {}  # uid -> (status counts, since)
 
     def reconcile(self) -> None:
+        """ReplicaSets first (their status is what Deployments read), Deployments, then ReplicaSets again."""
+        self._sync_replicasets()
         replicasets = list(self.store.iter_all(REPLICASETS))
         seen = set()
         for deployment in self.store.iter_all(DEPLOYMENTS):
@@ -106,6 +108,9 @@ class DeploymentController(Controller):
             self._sync_deployment(deployment, [rs for rs in replicasets if owned_by(rs, deployment)])
         for uid in set(self._progress) - seen:
             del self._progress[uid]
+        self._sync_replicasets()
+
+    def _sync_replicasets(self) -> None:
         pods_by_owner: dict[str, list[Obj]] = {}
         for pod in self.store.iter_all(PODS):
             if pod_active(pod):
@@ -145,8 +150,11 @@ class DeploymentController(Controller):
         elif new_rs is not None and not any(_replicas(r) for r in old):
             self._scale(new_rs, replicas)
         self._cleanup(d, old)
-        owned = [rs for rs in (self.store.get(REPLICASETS, d["metadata"]["namespace"], r["metadata"]["name"])
-                               for r in owned + ([new_rs] if new_rs is not None else [])) if rs is not None]
+        names = {r["metadata"]["name"] for r in owned + ([new_rs] if new_rs is not None else [])}
+        owned = [rs for rs in (self.store.get(REPLICASETS, d["metadata"]["namespace"], n) for n in sorted(names))
+                 if rs is not None]
+        if new_rs is not None:
+            new_rs = self.store.get(REPLICASETS, d["metadata"]["namespace"], new_rs["metadata"]["name"])
         self._write_status(d, new_rs, owned, max_unavailable, paused)
 
     def _create_replicaset(self, d: Obj, template: Obj, revision_hash: str, revision: int,

@@ -12,6 +12,7 @@ Rules:
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from twin import pdb as budgets
@@ -38,8 +39,7 @@ class DisruptionController(Controller):
             if _same_status(pdb.get("status") or {}, status):
                 continue
             meta = pdb["metadata"]
-            self.patch(PDBS, meta["namespace"], meta["name"], lambda draft, s=status: _set_status(draft, s),
-                       status=True)
+            self.patch(PDBS, meta["namespace"], meta["name"], _status_setter(status), status=True)
 
     def _record_violation(self, event_type: str, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
         """Store listener (runs under the store lock; reads only)."""
@@ -72,6 +72,10 @@ def _without_times(status: dict[str, Any]) -> dict[str, Any]:
 
 def _same_status(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return _without_times({k: current.get(k) for k in wanted}) == _without_times(wanted)
+
+
+def _status_setter(wanted: dict[str, Any]) -> Callable[[Obj], None]:
+    return lambda draft: _set_status(draft, wanted)
 
 
 def _set_status(draft: Obj, wanted: dict[str, Any]) -> None:

@@ -1,0 +1,170 @@
+"""The migration's steps against a running twin, in runbook order, through the provider hooks.
+
+Connections come from the env vars the twin provides (``AIRFLOW_CONN_AWS_DEFAULT``,
+``AIRFLOW_CONN_KUBERNETES_DEFAULT``); every call goes over HTTP with the official clients. One twin is
+shared by the module, so the tests run as one story: preflight, fence, Cilium nodes, cutover, rollback.
+Each step is also run twice (idempotent: the second run changes nothing) and as a dry run (nothing
+changes).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cilium_migration import aws_node, checks, cilium, nodegroups, nodes, preflight, workloads
+from cilium_migration.clients import Clients
+from cilium_migration.errors import PermanentError
+from cilium_migration.readiness import AWS_CNI, CNI_LABEL, name_of, node_cordoned
+from cilium_migration.spec import MigrationSpec
+from twin.cluster import Twin
+from twin.config import FAST
+from twin.scenario import load_scenario
+
+PARAMS = {"cluster_name": "dc-migrate", "region": "us-west-1", "new_node_count": 2, "eviction_batch_size": 2,
+          "timeouts": {"eviction": 20, "poll_interval": 0.1}}
+
+
+@pytest.fixture(scope="module")
+def twin() -> Iterator[Twin]:
+    t = Twin(load_scenario("default"), timing=FAST)
+    t.start()
+    mp = pytest.MonkeyPatch()
+    for key, conn in t.airflow_connections().items():
+        mp.setenv(key, json.dumps(conn))
+    try:
+        yield t
+    finally:
+        mp.undo()
+        t.stop()
+
+
+@pytest.fixture(scope="module")
+def spec() -> MigrationSpec:
+    return MigrationSpec.from_params(PARAMS)
+
+
+@pytest.fixture(scope="module")
+def clients(twin: Twin, spec: MigrationSpec) -> Clients:
+    """Built from the Airflow connections, as a task builds them (KubernetesHook, EksHook)."""
+    return Clients(aws_conn_id="aws_default", kubernetes_conn_id="kubernetes_default", region=spec.region)
+
+
+def wait(check: str, clients: Clients, timeout: float = 20.0, **kwargs: Any) -> checks.Verdict:
+    deadline = time.monotonic() + timeout
+    while True:
+        verdict = checks.run(check, clients, **kwargs)
+        assert verdict.status != checks.FAILED, verdict.message
+        if verdict.status == checks.DONE:
+            return verdict
+        assert time.monotonic() < deadline, f"{check} still waiting: {verdict.message}"
+        time.sleep(0.1)
+
+
+def old_nodes(clients: Clients, spec: MigrationSpec) -> list[dict]:
+    return nodes.nodegroup_nodes(clients.core, spec.old_nodegroups)
+
+
+def test_preflight_passes_on_the_runbook_cluster(clients: Clients, spec: MigrationSpec) -> None:
+    verified = preflight.check(clients, spec)
+    assert "Cilium absent" in verified
+    snap = preflight.snapshot(clients, spec)
+    assert snap["nodegroups"]["ng-cilium"]["desiredSize"] == 0
+    assert snap["nodegroups"]["ng-1"]["desiredSize"] == 3
+    assert len(snap["old_nodes"]) == 3 and snap["new_nodes"] == []
+    assert not aws_node.is_fenced({"spec": snap["aws_node"]["spec"]})
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    pytest.param({"old_nodegroups": ["ng-missing"]}, "node group 'ng-missing' not found", id="missing-old-group"),
+    pytest.param({"new_nodegroup": "ng-other", "old_nodegroups": ["ng-cilium"]}, "carries the", id="swapped"),
+])
+def test_preflight_refuses_with_what_to_fix(clients: Clients, changes: dict, message: str) -> None:
+    with pytest.raises(PermanentError, match=message):
+        preflight.check(clients, MigrationSpec.from_params({**PARAMS, **changes}))
+
+
+def test_dry_run_fence_changes_nothing(twin: Twin, clients: Clients, spec: MigrationSpec) -> None:
+    changes = nodes.label(clients.core, old_nodes(clients, spec), CNI_LABEL, AWS_CNI, dry_run=True)
+    changes += aws_node.fence(clients.apps, dry_run=True)
+    assert len(changes) == 4 and all(c.dry_run for c in changes)
+    assert all(CNI_LABEL not in n["metadata"].get("labels", {}) for n in old_nodes(clients, spec))
+    assert not aws_node.is_fenced(aws_node.read(clients.apps))
+    dry = [r for r in twin.api.request_log if r.verb == "patch"]
+    assert dry, "the dry run reached the API server"
+
+
+def test_fence_the_old_cni_idempotently(clients: Clients, spec: MigrationSpec) -> None:
+    first = nodes.label(clients.core, old_nodes(clients, spec), CNI_LABEL, AWS_CNI)
+    first += aws_node.fence(clients.apps)
+    assert [c.action for c in first] == ["label"] * 3 + ["patch"]
+    assert nodes.label(clients.core, old_nodes(clients, spec), CNI_LABEL, AWS_CNI) == []
+    assert aws_node.fence(clients.apps) == []
+    assert aws_node.is_fenced(aws_node.read(clients.apps))
+    wait("aws_node_rolled_out", clients)
+
+
+def test_scale_the_new_group_and_its_nodes_register_without_aws_node(clients: Clients, spec: MigrationSpec,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    log = logging.getLogger("test")
+    with caplog.at_level(logging.INFO):
+        dry = nodegroups.scale(clients.eks, spec.cluster_name, spec.new_nodegroup, 2, dry_run=True, log=log)
+    assert dry[0].dry_run and "would scale ng-cilium to 2" in caplog.text
+    assert nodegroups.describe(clients.eks, spec.cluster_name, "ng-cilium")["scalingConfig"]["desiredSize"] == 0
+    changes = nodegroups.scale(clients.eks, spec.cluster_name, spec.new_nodegroup, 2)
+    assert changes[0].after == {"minSize": 0, "maxSize": 3, "desiredSize": 2}
+    assert nodegroups.scale(clients.eks, spec.cluster_name, spec.new_nodegroup, 2) == []
+    wait("nodegroups_at_size", clients, cluster=spec.cluster_name, sizes={"ng-cilium": 2})
+    wait("nodes_registered", clients, nodegroups=["ng-cilium"], count=2)
+    verdict = checks.run("nodes_ready", clients, nodegroups=["ng-cilium"], count=2)
+    assert verdict.status == checks.WAITING, "no CNI yet: the new nodes must not be Ready"
+    assert wait("aws_node_absent", clients, nodegroups=["ng-cilium"]).data["nodes"]
+
+
+def test_install_cilium_makes_the_new_nodes_ready(clients: Clients, spec: MigrationSpec) -> None:
+    values = cilium.runbook_values(cluster_name=spec.cluster_name, region=spec.region)
+    changes = cilium.deploy(clients.api_client, spec.chart_ref, values, release=spec.release,
+                            namespace=spec.cilium_namespace)
+    assert any(c.action == "create" for c in changes)
+    wait("nodes_ready", clients, timeout=30, nodegroups=["ng-cilium"], count=2)
+    assert "resuming" in " ".join(preflight.check(clients, spec)), "an earlier run's Cilium is resumable"
+
+
+def test_cutover_moves_workloads_respecting_batches(twin: Twin, clients: Clients, spec: MigrationSpec) -> None:
+    cordons = nodes.set_cordoned(clients.core, old_nodes(clients, spec), True)
+    assert len(cordons) == 3 and all(node_cordoned(n) for n in old_nodes(clients, spec))
+    names = [name_of(n) for n in old_nodes(clients, spec)]
+    before = workloads.workloads_on_nodes(clients.core, names)
+    assert before, "the scenario has workloads on the old nodes"
+    moved = workloads.move(clients.core, names, batch_size=spec.eviction_batch_size, batch_timeout=20,
+                           poll=0.1)
+    assert sorted(c.name for c in moved) == sorted(name_of(p) for p in before)
+    assert all(c.action == "evict" for c in moved)
+    wait("workloads_drained", clients, nodegroups=list(spec.old_nodegroups))
+    evictions = [r for r in twin.api.request_log if r.subresource == "eviction"]
+    assert len(evictions) >= len(before)
+    assert workloads.move(clients.core, names, batch_size=2, batch_timeout=5) == []
+
+
+def test_rollback_restores_the_snapshot(clients: Clients, spec: MigrationSpec) -> None:
+    snap_ds = aws_node.read(clients.apps)
+    assert snap_ds is not None
+    restored = aws_node.restore(clients.apps, {"spec": {"template": {"spec": {
+        "affinity": aws_node.unfenced_affinity(aws_node.affinity_of(snap_ds))}}}})
+    assert restored and not aws_node.is_fenced(aws_node.read(clients.apps))
+    nodes.set_cordoned(clients.core, old_nodes(clients, spec), False)
+    new = nodes.nodegroup_nodes(clients.core, [spec.new_nodegroup])
+    nodes.set_cordoned(clients.core, new, True)
+    workloads.move(clients.core, [name_of(n) for n in new], batch_size=5, batch_timeout=20, poll=0.1)
+    wait("workloads_drained", clients, nodegroups=[spec.new_nodegroup])
+    removed = cilium.uninstall(clients.api_client, release=spec.release, namespace=spec.cilium_namespace)
+    assert removed and cilium.release_state(clients.api_client) is None
+    nodegroups.scale(clients.eks, spec.cluster_name, spec.new_nodegroup, 0)
+    wait("nodes_registered", clients, timeout=30, nodegroups=[spec.new_nodegroup], count=0)
+    assert "Cilium absent" in preflight.check(clients, spec)
