@@ -13,6 +13,7 @@ listener on its own port (``tls_url``, self-signed certificate ``ca_pem``) servi
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import threading
 from collections.abc import Callable
@@ -387,6 +388,13 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
 
+    def _client_gone(self) -> bool:
+        """During a stream the client sends nothing: a readable socket means it closed (or broke) it."""
+        try:
+            return bool(select.select([self.connection], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
     def _stream(self, stream: WatchStream) -> None:
         api = self.server.api
         api._track(api._streams, stream, True)
@@ -400,7 +408,7 @@ class _Handler(BaseHTTPRequestHandler):
             def write(data: bytes) -> None:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
-            stream.run(write)
+            stream.run(write, self._client_gone)
             self.wfile.write(b"0\r\n\r\n")
         except OSError:
             self.close_connection = True

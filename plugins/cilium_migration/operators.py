@@ -41,6 +41,7 @@ class MigrationOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("aws_conn_id", "kubernetes_conn_id")
+    logs_own_changes = False  # cilium.py logs each change itself: do not log it twice
 
     def __init__(self, *, aws_conn_id: str = "{{ params.aws_conn_id }}",
                  kubernetes_conn_id: str = "{{ params.kubernetes_conn_id }}", **kwargs: Any) -> None:
@@ -63,7 +64,8 @@ class MigrationOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from exc
         changes, value = result if isinstance(result, tuple) else (result, None)
         written = [c for c in changes or [] if c.action != "unchanged"]
-        context["ti"].xcom_push(key=audit.XCOM_KEY, value=audit.log_changes(written, self.log))
+        records = [c.to_dict() for c in written] if self.logs_own_changes else audit.log_changes(written, self.log)
+        context["ti"].xcom_push(key=audit.XCOM_KEY, value=records)
         if not written:
             self.log.info("nothing to change: already in the wanted state")
         return value
@@ -193,6 +195,8 @@ class CiliumInstallOperator(MigrationOperator):
     :param unmanaged_pod_restart: ``operator.unmanagedPodWatcher.restart`` (false until decommission)
     """
 
+    logs_own_changes = True
+
     def __init__(self, *, unmanaged_pod_restart: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.unmanaged_pod_restart = unmanaged_pod_restart
@@ -211,6 +215,8 @@ class CiliumInstallOperator(MigrationOperator):
 
 class CiliumUninstallOperator(MigrationOperator):
     """Rollback: remove the Cilium release (every object it owns, then its release Secrets)."""
+
+    logs_own_changes = True
 
     def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
         from cilium_migration import cilium

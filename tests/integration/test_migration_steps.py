@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from cilium_migration import aws_node, checks, cilium, nodegroups, nodes, preflight, workloads
+from cilium_migration import aws_node, checks, cilium, goldpinger, nodegroups, nodes, preflight, workloads
 from cilium_migration.clients import Clients
 from cilium_migration.errors import PermanentError
 from cilium_migration.readiness import AWS_CNI, CNI_LABEL, name_of, node_cordoned
@@ -88,6 +89,19 @@ def test_preflight_refuses_with_what_to_fix(clients: Clients, changes: dict, mes
         preflight.check(clients, MigrationSpec.from_params({**PARAMS, **changes}))
 
 
+def test_goldpinger_deploys_idempotently_and_its_mesh_is_healthy(clients: Clients, spec: MigrationSpec) -> None:
+    dry = goldpinger.deploy(clients, spec.goldpinger_namespace, dry_run=True)
+    assert len(dry) == 6 and goldpinger.pods(clients.core, spec.goldpinger_namespace) == []
+    created = goldpinger.deploy(clients, spec.goldpinger_namespace)
+    assert [c.kind for c in created] == ["ServiceAccount", "Role", "RoleBinding", "Service", "DaemonSet",
+                                         "Deployment"]
+    assert goldpinger.deploy(clients, spec.goldpinger_namespace) == []
+    verdict = wait("mesh_healthy", clients, namespace=spec.goldpinger_namespace,
+                   aws_nodegroups=list(spec.old_nodegroups))
+    assert len(verdict.data["expected"]) == 3 + 5
+    assert set(verdict.data["pairs"]) == {"aws-cni<->aws-cni"}
+
+
 def test_dry_run_fence_changes_nothing(twin: Twin, clients: Clients, spec: MigrationSpec) -> None:
     changes = nodes.label(clients.core, old_nodes(clients, spec), CNI_LABEL, AWS_CNI, dry_run=True)
     changes += aws_node.fence(clients.apps, dry_run=True)
@@ -136,6 +150,25 @@ def test_install_cilium_makes_the_new_nodes_ready(clients: Clients, spec: Migrat
     assert "resuming" in " ".join(preflight.check(clients, spec)), "an earlier run's Cilium is resumable"
 
 
+def test_the_mesh_gate_names_a_broken_cross_cni_pair(twin: Twin, clients: Clients, spec: MigrationSpec) -> None:
+    wait("goldpinger_on_nodes", clients, namespace=spec.goldpinger_namespace, nodegroups=[spec.new_nodegroup])
+    healthy = wait("mesh_healthy", clients, namespace=spec.goldpinger_namespace)
+    assert set(healthy.data["pairs"]) == {"aws-cni<->aws-cni", "aws-cni<->cilium", "cilium<->cilium"}
+    twin.faults.update({"cross_cni_broken": True})
+    try:
+        time.sleep(0.3)  # a ping round after the fault
+        started = time.time()
+        verdict = checks.run("mesh_healthy", clients, namespace=spec.goldpinger_namespace,
+                             started_at=datetime.fromtimestamp(started, UTC).isoformat(), tolerance_s=5)
+        assert verdict.status == checks.WAITING
+        assert verdict.data["pairs"]["aws-cni<->cilium"]["healthy"] is False
+        assert verdict.data["pairs"]["cilium<->cilium"]["healthy"] is True
+        assert "failing pairs: aws-cni<->cilium" in verdict.message
+    finally:
+        twin.faults.update({"cross_cni_broken": False})
+    wait("mesh_healthy", clients, namespace=spec.goldpinger_namespace)
+
+
 def test_cutover_moves_workloads_respecting_batches(twin: Twin, clients: Clients, spec: MigrationSpec) -> None:
     cordons = nodes.set_cordoned(clients.core, old_nodes(clients, spec), True)
     assert len(cordons) == 3 and all(node_cordoned(n) for n in old_nodes(clients, spec))
@@ -150,6 +183,13 @@ def test_cutover_moves_workloads_respecting_batches(twin: Twin, clients: Clients
     evictions = [r for r in twin.api.request_log if r.subresource == "eviction"]
     assert len(evictions) >= len(before)
     assert workloads.move(clients.core, names, batch_size=2, batch_timeout=5) == []
+
+
+def test_goldpinger_restart_lands_on_cilium_nodes_once_per_token(clients: Clients, spec: MigrationSpec) -> None:
+    first = goldpinger.restart(clients.apps, spec.goldpinger_namespace, "Deployment", "run-1/cutover")
+    assert len(first) == 1
+    assert goldpinger.restart(clients.apps, spec.goldpinger_namespace, "Deployment", "run-1/cutover") == []
+    wait("goldpinger_on_cilium", clients, namespace=spec.goldpinger_namespace)
 
 
 def test_rollback_restores_the_snapshot(clients: Clients, spec: MigrationSpec) -> None:

@@ -9,6 +9,8 @@ concurrent watches; a ``spec.nodeName`` list on a 1,000-node, 20,000-pod store w
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 from typing import Any
@@ -103,8 +105,6 @@ def test_list_kind_and_resource_version(core: kubernetes.client.CoreV1Api, kube_
                                         store: Store) -> None:
     resp = kube_client.call_api("/api/v1/namespaces", "GET", auth_settings=["BearerToken"],
                                 _preload_content=False, _return_http_data_only=True)
-    import json
-
     body = json.loads(resp.data)
     assert (body["kind"], body["apiVersion"]) == ("NamespaceList", "v1")
     assert body["metadata"]["resourceVersion"] == str(store.resource_version)
@@ -225,3 +225,16 @@ def test_listing_one_nodes_pods_in_a_large_cluster_is_fast(core: kubernetes.clie
     elapsed = time.monotonic() - start
     assert sorted(int(p.metadata.name.split("-")[1]) for p in pods.items) == list(range(7, 20_000, 1000))
     assert elapsed < 0.25, f"list took {elapsed:.3f}s"
+
+
+def test_an_abandoned_watch_is_released_within_a_second(api_server: ApiServer, store: Store) -> None:
+    conn = socket.create_connection(("127.0.0.1", api_server.port))
+    conn.sendall(b"GET /api/v1/namespaces?watch=true HTTP/1.1\r\nHost: twin\r\n"
+                 b"Authorization: Bearer " + api_server.token.encode() + b"\r\n\r\n")  # type: ignore[union-attr]
+    assert conn.recv(4096).startswith(b"HTTP/1.1 200 OK")
+    assert len(store._watches) == 1
+    conn.close()
+    deadline = time.monotonic() + 3
+    while store._watches and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store._watches == []

@@ -1,7 +1,7 @@
 """Watch streams: newline-delimited ``{"type","object"}`` events over a chunked HTTP response.
 
 A stream ends after ``timeoutSeconds``, when the store closes the watch, when the server stops,
-or when the client goes away. A resourceVersion older than the store's history answers one
+or when the client goes away (noticed on the next write, or within a second while idle). A resourceVersion older than the store's history answers one
 ``ERROR`` event carrying a 410 Expired Status, as the real server does.
 """
 
@@ -29,8 +29,9 @@ class WatchStream:
     render: Callable[[dict[str, Any]], Any]
     error: dict[str, Any] | None = None
 
-    def run(self, write: Write) -> None:
-        """Write events until the stream ends; ``write`` raises OSError when the client is gone."""
+    def run(self, write: Write, client_gone: Callable[[], bool] = lambda: False) -> None:
+        """Write events until the stream ends; ``write`` raises OSError when the client is gone, and
+        ``client_gone`` is polled while idle so an abandoned watch ends without waiting for an event."""
         if self.watch is None:
             write(dumps({"type": "ERROR", "object": self.error or status_body(500, "watch failed")}) + b"\n")
             return
@@ -42,6 +43,8 @@ class WatchStream:
                     break
                 ev = self.watch.next(timeout=min(remaining, 1.0))
                 if ev is None:
+                    if client_gone():
+                        break
                     continue
                 write(dumps({"type": ev.type, "object": self.render(ev.obj)}) + b"\n")
         finally:
