@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from twin.cluster import Twin  # noqa: E402
 from twin.config import Timing  # noqa: E402
-from twin.controllers.base import run_until  # noqa: E402
 from twin.resources import PODS  # noqa: E402
 from twin.scenarios.generate import generate_scenario  # noqa: E402
 
@@ -60,13 +59,19 @@ def main(argv: list[str] | None = None) -> int:
 
     # No delays: the controllers' passes are run in turn, here, until the cluster has settled (the
     # same objects their threads would make, without thousands of event-driven passes over 20k pods).
-    timing = Timing(node_provision_s=0, node_drain_s=0, pod_start_s=0, agent_ready_s=0, taint_removal_s=0,
-                    goldpinger_refresh_s=1.0, resync_s=1.0)
+    timing = Timing(
+        node_provision_s=0,
+        node_drain_s=0,
+        pod_start_s=0,
+        agent_ready_s=0,
+        taint_removal_s=0,
+        goldpinger_refresh_s=1.0,
+        resync_s=1.0,
+    )
     twin = Twin(generate_scenario(args.nodes, args.pods), timing=timing)
     start = time.perf_counter()
     twin.start(run_controllers=False)
-    run_until(twin.controllers, twin.settled, timeout=args.build_timeout, what="the cluster to settle",
-              interval=0.0)
+    twin.settle_by_passes(args.build_timeout)
     build_s = time.perf_counter() - start
     try:
         rss_built = rss_mb()
@@ -83,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         t_all, res = timed(lambda: core.list_pod_for_all_namespaces(field_selector=selector), args.runs)
         rows.append((f"list_pod_for_all_namespaces({selector})", f"{len(res.items)} pods", f"{t_all:.3f}"))
         assert len(res.items) == len(on_node)
-        t_raw, res = timed(lambda: json.loads(core.list_pod_for_all_namespaces(_preload_content=False).data),
-                           max(1, args.runs // 2))
+        t_raw, res = timed(
+            lambda: json.loads(core.list_pod_for_all_namespaces(_preload_content=False).data),
+            max(1, args.runs // 2),
+        )
         rows.append(("list_pod_for_all_namespaces() raw JSON", f"{len(res['items'])} pods", f"{t_raw:.3f}"))
         t_full, res = timed(lambda: core.list_pod_for_all_namespaces(), 1)
         rows.append(("list_pod_for_all_namespaces() as models", f"{len(res.items)} pods", f"{t_full:.3f}"))
@@ -93,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         twin.stop()
 
     width = max(len(r[0]) for r in rows)
-    print(f"twin: {args.nodes} nodes, {pods_total} pods, built in {build_s:.1f} s "
-          f"(median of {args.runs} runs below, seconds)")
+    print(
+        f"twin: {args.nodes} nodes, {pods_total} pods, built in {build_s:.1f} s "
+        f"(median of {args.runs} runs below, seconds)"
+    )
     print(f"{'call'.ljust(width)}  {'result':>12}  {'seconds':>8}")
     for call, result, secs in rows:
         print(f"{call.ljust(width)}  {result:>12}  {secs:>8}")
@@ -102,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'resident memory after lists (MB)'.ljust(width)}  {'':>12}  {rss_after:>8.0f}")
     selector_ok = max(t, t_all) < SELECTOR_GOAL_S
     rss_ok = max(rss_built, rss_after) < RSS_GOAL_MB
-    print(f"goals: selector list < {SELECTOR_GOAL_S:g} s: {'met' if selector_ok else 'MISSED'}; "
-          f"RSS < {RSS_GOAL_MB} MB: {'met' if rss_ok else 'MISSED'}")
+    print(
+        f"goals: selector list < {SELECTOR_GOAL_S:g} s: {'met' if selector_ok else 'MISSED'}; "
+        f"RSS < {RSS_GOAL_MB} MB: {'met' if rss_ok else 'MISSED'}"
+    )
     return 0 if selector_ok and rss_ok else 1
 
 

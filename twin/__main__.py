@@ -18,19 +18,32 @@ from twin.scenario import Scenario, load_scenario
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m twin", description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--scenario", default="default",
-                    help="a built-in scenario name (default, large) or a scenario YAML file (default: default)")
+    ap = argparse.ArgumentParser(
+        prog="python -m twin", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    ap.add_argument(
+        "--scenario",
+        default="default",
+        help="a built-in scenario name (default, large) or a scenario YAML file (default: default)",
+    )
     ap.add_argument("--kubeconfig", type=Path, help="write a kubeconfig for the twin here")
     ap.add_argument("--env-file", type=Path, help="write the Airflow connections (KEY='VALUE' lines) here")
-    ap.add_argument("--port", type=int, default=0, help="Kubernetes API over plain HTTP (default 0: a free one)")
-    ap.add_argument("--tls-port", type=int, default=0,
-                    help="Kubernetes API over HTTPS, what the kubeconfig names (default 0: a free one)")
+    ap.add_argument(
+        "--port", type=int, default=0, help="Kubernetes API over plain HTTP (default 0: a free one)"
+    )
+    ap.add_argument(
+        "--tls-port",
+        type=int,
+        default=0,
+        help="Kubernetes API over HTTPS, what the kubeconfig names (default 0: a free one)",
+    )
     ap.add_argument("--eks-port", type=int, default=0, help="EKS API (moto) port (default 0: a free one)")
     ap.add_argument("--timing-scale", type=float, default=1.0, help="multiply every controller delay by F")
     ap.add_argument("--nodes", type=int, default=1000, help="nodes of the generated 'large' scenario")
     ap.add_argument("--pods", type=int, default=20000, help="pods of the generated 'large' scenario")
-    ap.add_argument("--settle-timeout", type=float, default=600.0, help="seconds to wait for the cluster to settle")
+    ap.add_argument(
+        "--settle-timeout", type=float, default=600.0, help="seconds to wait for the cluster to settle"
+    )
     return ap
 
 
@@ -52,8 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"twin: {err}", file=sys.stderr)
         return 2
     timing = scenario.make_timing(Timing()).scaled(args.timing_scale)
-    twin = Twin(scenario, timing=timing, kube_port=args.port, eks_port=args.eks_port, tls_port=args.tls_port,
-                settle_timeout=args.settle_timeout)
+    twin = Twin(
+        scenario,
+        timing=timing,
+        kube_port=args.port,
+        eks_port=args.eks_port,
+        tls_port=args.tls_port,
+        settle_timeout=args.settle_timeout,
+    )
     stop, ready = threading.Event(), threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -64,11 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        twin.start()
+        if args.scenario == "large":  # settle by passes first: many times faster at this size
+            twin.start(run_controllers=False)
+            twin.settle_by_passes()
+            twin.start_controllers()
+        else:
+            twin.start()
     except TwinError as err:
+        twin.stop()
         print(f"twin: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        twin.stop()
         print("twin: interrupted while starting", file=sys.stderr)
         return 130
     ready.set()
@@ -77,10 +103,16 @@ def main(argv: list[str] | None = None) -> int:
             twin.write_kubeconfig(args.kubeconfig)
         if args.env_file:
             twin.write_env_file(args.env_file)
-        files = "".join(f" {label}={path.resolve()}" for label, path in
-                        (("kubeconfig", args.kubeconfig), ("env-file", args.env_file)) if path)
-        print(f"twin ready: cluster={scenario.cluster.name} region={scenario.cluster.region} "
-              f"kubernetes={twin.kube_url} kubernetes-tls={twin.kube_tls_url} eks={twin.eks_url}{files}", flush=True)
+        files = "".join(
+            f" {label}={path.resolve()}"
+            for label, path in (("kubeconfig", args.kubeconfig), ("env-file", args.env_file))
+            if path
+        )
+        print(
+            f"twin ready: cluster={scenario.cluster.name} region={scenario.cluster.region} "
+            f"kubernetes={twin.kube_url} kubernetes-tls={twin.kube_tls_url} eks={twin.eks_url}{files}",
+            flush=True,
+        )
         while not stop.wait(0.5):
             pass
     finally:

@@ -1,6 +1,7 @@
 """The twin's admin API under ``/_twin/`` on the Kubernetes API port (same bearer token).
 
-- ``GET /_twin/faults``: the current faults; ``PATCH /_twin/faults``: a partial JSON dict (400 on unknown keys).
+- ``GET /_twin/faults``: the current faults; ``PATCH /_twin/faults``: a partial JSON dict (400 on an
+  unknown key).
 - ``GET /_twin/disruptions``: PodDisruptionBudget violations the disruption controller recorded.
 - ``GET /_twin/requests``: the API server's request log (``?since=N`` skips the first N records).
 - ``GET /_twin/state``: every stored object by resource key.
@@ -23,8 +24,14 @@ JSON = "application/json"
 class AdminApi:
     """A route handler for ``ApiServer.add_route("/_twin/", ...)``."""
 
-    def __init__(self, *, store: Store, faults: Faults, request_log: Callable[[], list[Any]],
-                 disruptions: Callable[[], list[Any]]) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        faults: Faults,
+        request_log: Callable[[], list[Any]],
+        disruptions: Callable[[], list[Any]],
+    ) -> None:
         self.store, self.faults = store, faults
         self._request_log, self._disruptions = request_log, disruptions
 
@@ -41,11 +48,18 @@ class AdminApi:
             since = int((query.get("since") or ["0"])[0])
             return _json(200, {"items": [_plain(r) for r in list(self._request_log())[since:]]})
         if route == "state" and method == "GET":
-            return _json(200, {"resourceVersion": str(self.store.resource_version), "objects": self.store.dump()})
+            return _json(
+                200, {"resourceVersion": str(self.store.resource_version), "objects": self.store.dump()}
+            )
         if route in ("faults", "disruptions", "requests", "state"):
             return _json(405, {"error": f"{method} not allowed on /_twin/{route}"})
-        return _json(404, {"error": f"no admin route /_twin/{route}",
-                           "routes": ["faults", "disruptions", "requests", "state"]})
+        return _json(
+            404,
+            {
+                "error": f"no admin route /_twin/{route}",
+                "routes": ["faults", "disruptions", "requests", "state"],
+            },
+        )
 
     def _patch_faults(self, body: bytes) -> Response:
         try:

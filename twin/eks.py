@@ -25,7 +25,11 @@ NODE_ROLE_ARN = "arn:aws:iam::{account}:role/{cluster}-nodegroup-role"
 CLUSTER_ROLE_ARN = "arn:aws:iam::{account}:role/{cluster}-cluster-role"
 SUBNETS = ["subnet-0a1b2c3d4e5f60001", "subnet-0a1b2c3d4e5f60002", "subnet-0a1b2c3d4e5f60003"]
 
-K8S_EFFECT = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
+K8S_EFFECT = {
+    "NO_SCHEDULE": "NoSchedule",
+    "NO_EXECUTE": "NoExecute",
+    "PREFER_NO_SCHEDULE": "PreferNoSchedule",
+}
 EKS_EFFECT = {v: k for k, v in K8S_EFFECT.items()}
 
 
@@ -58,35 +62,56 @@ class EksServer:
 
     def client(self, service: str = "eks") -> Any:
         """A boto3 client pointed at this server, with its own fake credentials and the twin's region."""
-        session = boto3.session.Session(aws_access_key_id=FAKE_ACCESS_KEY,
-                                        aws_secret_access_key=FAKE_SECRET_KEY, region_name=self.region)
+        session = boto3.session.Session(
+            aws_access_key_id=FAKE_ACCESS_KEY, aws_secret_access_key=FAKE_SECRET_KEY, region_name=self.region
+        )
         return session.client(service, endpoint_url=self.url)
 
 
 def create_cluster(eks: Any, *, name: str, version: str) -> dict[str, Any]:
     """Create the EKS cluster; a cluster of that name left in this process's moto state is an error."""
     cluster: dict[str, Any] = eks.create_cluster(
-        name=name, version=version,
+        name=name,
+        version=version,
         roleArn=CLUSTER_ROLE_ARN.format(account=account_id(), cluster=name),
-        resourcesVpcConfig={"subnetIds": SUBNETS, "endpointPublicAccess": True,
-                            "endpointPrivateAccess": True})["cluster"]
+        resourcesVpcConfig={
+            "subnetIds": SUBNETS,
+            "endpointPublicAccess": True,
+            "endpointPrivateAccess": True,
+        },
+    )["cluster"]
     return cluster
 
 
-def create_nodegroup(eks: Any, *, cluster: str, name: str, instance_type: str, desired: int, min_size: int,
-                     max_size: int, labels: dict[str, str] | None = None,
-                     taints: list[dict[str, str]] | None = None) -> dict[str, Any]:
+def create_nodegroup(
+    eks: Any,
+    *,
+    cluster: str,
+    name: str,
+    instance_type: str,
+    desired: int,
+    min_size: int,
+    max_size: int,
+    labels: dict[str, str] | None = None,
+    taints: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
     """Create a managed node group; ``taints`` in EKS form (effect ``NO_SCHEDULE``...)."""
     nodegroup: dict[str, Any] = eks.create_nodegroup(
-        clusterName=cluster, nodegroupName=name, instanceTypes=[instance_type],
+        clusterName=cluster,
+        nodegroupName=name,
+        instanceTypes=[instance_type],
         scalingConfig={"minSize": min_size, "maxSize": max_size, "desiredSize": desired},
-        labels=labels or {}, taints=taints or [], subnets=SUBNETS, capacityType="ON_DEMAND",
-        nodeRole=NODE_ROLE_ARN.format(account=account_id(), cluster=cluster))["nodegroup"]
+        labels=labels or {},
+        taints=taints or [],
+        subnets=SUBNETS,
+        capacityType="ON_DEMAND",
+        nodeRole=NODE_ROLE_ARN.format(account=account_id(), cluster=cluster),
+    )["nodegroup"]
     return nodegroup
 
 
 def forget_cluster(region: str, name: str) -> None:
-    """Drop the cluster (and its node groups) from moto's in-process state, so a later twin can reuse the name."""
+    """Drop the cluster (and its node groups) from moto's in-process state: a later twin may reuse the name."""
     from moto.eks.models import eks_backends
 
     eks_backends[account_id()][region].clusters.pop(name, None)
@@ -119,10 +144,18 @@ def read_nodegroups(region: str, cluster: str) -> list[NodeGroupState] | None:
         return None
     groups = []
     for ng in list(found.nodegroups.values()):
-        taints = tuple((t.get("key", ""), t.get("value", ""), K8S_EFFECT.get(t.get("effect", ""), t.get("effect", "")))
-                       for t in list(ng.taints or []))
-        groups.append(NodeGroupState(
-            name=ng.nodegroup_name, instance_type=(ng.instance_types or ["m5.large"])[0],
-            desired=int((ng.scaling_config or {}).get("desiredSize", 0)), labels=dict(ng.labels or {}),
-            taints=taints, capacity_type=ng.capacity_type or "ON_DEMAND"))
+        taints = tuple(
+            (t.get("key", ""), t.get("value", ""), K8S_EFFECT.get(t.get("effect", ""), t.get("effect", "")))
+            for t in list(ng.taints or [])
+        )
+        groups.append(
+            NodeGroupState(
+                name=ng.nodegroup_name,
+                instance_type=(ng.instance_types or ["m5.large"])[0],
+                desired=int((ng.scaling_config or {}).get("desiredSize", 0)),
+                labels=dict(ng.labels or {}),
+                taints=taints,
+                capacity_type=ng.capacity_type or "ON_DEMAND",
+            )
+        )
     return groups

@@ -75,8 +75,10 @@ class NodeGroupSpec(BaseModel):
     @model_validator(mode="after")
     def _sizes_in_order(self) -> NodeGroupSpec:
         if not self.min <= self.desired <= self.max:
-            raise ValueError(f"node group {self.name}: need min <= desired <= max, got "
-                             f"{self.min} <= {self.desired} <= {self.max}")
+            raise ValueError(
+                f"node group {self.name}: need min <= desired <= max, got "
+                f"{self.min} <= {self.desired} <= {self.max}"
+            )
         return self
 
 
@@ -112,7 +114,9 @@ class Scenario(BaseModel):
             try:
                 for_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
             except KeyError:
-                raise ValueError(f"the twin does not serve {obj.get('apiVersion')} {obj.get('kind')}") from None
+                raise ValueError(
+                    f"the twin does not serve {obj.get('apiVersion')} {obj.get('kind')}"
+                ) from None
             if not (obj.get("metadata") or {}).get("name"):
                 raise ValueError(f"a {obj.get('kind')} without metadata.name")
         return objects
@@ -138,8 +142,10 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         path = SCENARIO_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"no scenario file {name_or_path!r} and no built-in scenario of that name "
-                                f"(built-in: {', '.join(known)})")
+        raise FileNotFoundError(
+            f"no scenario file {name_or_path!r} and no built-in scenario of that name "
+            f"(built-in: {', '.join(known)})"
+        )
     return scenario_from_yaml(path.read_text())
 
 
@@ -163,9 +169,13 @@ def apply_objects(store: Store, scenario: Scenario) -> None:
             defaults.prepare_for_create(rt, obj)
             store.create(rt, obj)
         except ApiError as err:
-            raise ValueError(f"scenario object {obj['kind']} {obj['metadata']['name']}: {err.message}") from err
+            raise ValueError(
+                f"scenario object {obj['kind']} {obj['metadata']['name']}: {err.message}"
+            ) from err
 
 
 def _ensure_namespace(store: Store, name: str) -> None:
     if store.get(NAMESPACES, None, name) is None:
-        store.create(NAMESPACES, {"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}})
+        store.create(
+            NAMESPACES, {"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}}
+        )

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cilium_migration.audit import Change
-from cilium_migration.clients import items, read_json, read_or_none
+from cilium_migration.clients import items, read_or_none
 
 MANIFEST = Path(__file__).with_name("manifests") / "goldpinger.yaml"
 NAME = "goldpinger"
@@ -62,7 +62,14 @@ def restart(apps: Any, namespace: str, kind: str, token: str, *, dry_run: bool =
     from cilium_migration.readiness import RESTARTED_AT
 
     suffix = "namespaced_daemon_set" if kind == "DaemonSet" else "namespaced_deployment"
-    obj = read_json(getattr(apps, f"read_{suffix}"), NAME, namespace)
+    obj = read_or_none(getattr(apps, f"read_{suffix}"), NAME, namespace)
+    if obj is None:
+        if dry_run:  # a dry run did not create it: say what would happen
+            return [Change("restart", kind, NAME, namespace, before=None, after={RESTARTED_AT: token}, dry_run=True)]
+        from cilium_migration.errors import PermanentError
+
+        raise PermanentError(f"{kind} {namespace}/{NAME} not found: deploy goldpinger (deploy_goldpinger=true) "
+                             "or fix goldpinger_namespace")
     annotations = ((obj.get("spec") or {}).get("template") or {}).get("metadata", {}).get("annotations") or {}
     before = annotations.get(RESTARTED_AT)
     if before == token:

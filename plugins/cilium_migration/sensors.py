@@ -9,6 +9,7 @@ waited for. Timeouts and poll intervals come from the run's ``timeouts`` param.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -117,7 +118,8 @@ class ClusterStateSensor(BaseSensorOperator):
                 trigger=ClusterCheckTrigger(check=self.check_name, arguments=self._arguments,
                                             aws_conn_id=self.aws_conn_id,
                                             kubernetes_conn_id=self.kubernetes_conn_id, region=self._region,
-                                            poll_interval=self.poke_interval),
+                                            poll_interval=self.poke_interval,
+                                            end_time=time.time() + float(self.timeout or 0)),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=float(self.timeout or 0)),
             )
@@ -157,6 +159,8 @@ class ClusterStateSensor(BaseSensorOperator):
         status = event.get("status")
         if status == "failed":
             raise AirflowFailException(event.get("message", "Terminal state reached"))
+        if status == "timeout":
+            raise AirflowFailException(f"{event.get('message')} (waited as long as the timeouts param allows)")
         if status != "success":
             raise TemporaryError(f"{self.check_name}: trigger error: {event.get('message')}")
         return self._finish(context, checks.Verdict(checks.DONE, event.get("message", ""),

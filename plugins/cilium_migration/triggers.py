@@ -1,13 +1,14 @@
 """Triggers for the long waits: poll one named check from ``checks`` until it is done or failed.
 
 ``run()`` has no side effects (it only reads the cluster) and yields a single ``TriggerEvent``:
-``{"status": "success"|"failed"|"error", "message": ..., "data": ...}``. The check is the same sync
+``{"status": "success"|"failed"|"timeout"|"error", "message": ..., "data": ...}``. The check is the same sync
 function the sensor pokes with, run in a thread (``asyncio.to_thread``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,10 +21,12 @@ class ClusterCheckTrigger(BaseTrigger):
     :param check: name of a check in ``cilium_migration.checks.CHECKS``
     :param arguments: its keyword arguments (JSON-serialisable)
     :param poll_interval: seconds between checks
+    :param end_time: epoch seconds after which the wait ends with ``{"status": "timeout"}``
     """
 
     def __init__(self, *, check: str, arguments: dict[str, Any], aws_conn_id: str, kubernetes_conn_id: str,
-                 region: str | None, poll_interval: float = 10.0, max_errors: int = 10) -> None:
+                 region: str | None, poll_interval: float = 10.0, max_errors: int = 10,
+                 end_time: float | None = None) -> None:
         super().__init__()
         self.check = check
         self.arguments = arguments
@@ -32,6 +35,7 @@ class ClusterCheckTrigger(BaseTrigger):
         self.region = region
         self.poll_interval = poll_interval
         self.max_errors = max_errors
+        self.end_time = end_time
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -44,6 +48,7 @@ class ClusterCheckTrigger(BaseTrigger):
                 "region": self.region,
                 "poll_interval": self.poll_interval,
                 "max_errors": self.max_errors,
+                "end_time": self.end_time,
             },
         )
 
@@ -54,7 +59,13 @@ class ClusterCheckTrigger(BaseTrigger):
         clients = Clients(aws_conn_id=self.aws_conn_id, kubernetes_conn_id=self.kubernetes_conn_id,
                           region=self.region)
         errors = 0
+        last = "not checked yet"
         while True:
+            if self.end_time is not None and time.time() >= self.end_time:
+                # enforced here too: ``airflow dags test`` runs triggers in-process without defer timeouts
+                yield TriggerEvent({"status": "timeout", "message": f"{self.check}: timed out; last: {last}",
+                                    "data": {}})
+                return
             try:
                 verdict = await asyncio.to_thread(checks.run, self.check, clients, **self.arguments)
             except Exception as exc:  # temporary trouble (5xx, 429): keep polling, up to a limit
@@ -66,6 +77,7 @@ class ClusterCheckTrigger(BaseTrigger):
                 await asyncio.sleep(self.poll_interval)
                 continue
             errors = 0
+            last = verdict.message
             self.log.info("%s: %s", self.check, verdict.message)
             if verdict.status == checks.DONE:
                 yield TriggerEvent({"status": "success", "message": verdict.message, "data": verdict.data})

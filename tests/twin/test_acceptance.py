@@ -37,41 +37,88 @@ AGENT_NOT_READY = "node.cilium.io/agent-not-ready"
 CNI_ANNOTATION = "twin.cilium-migration.io/cni"
 CNI_EXPRESSION = {"key": "cni", "operator": "In", "values": ["aws-cni"]}
 CILIUM_VALUES: dict[str, Any] = {
-    "cluster": {"name": "dc-migrate-us-west-1-eksctl-io"}, "egressMasqueradeInterfaces": "eth0",
-    "eni": {"enabled": True}, "bpf": {"hostLegacyRouting": True}, "ipam": {"mode": "eni"},
+    "cluster": {"name": "dc-migrate-us-west-1-eksctl-io"},
+    "egressMasqueradeInterfaces": "eth0",
+    "eni": {"enabled": True},
+    "bpf": {"hostLegacyRouting": True},
+    "ipam": {"mode": "eni"},
     "operator": {"replicas": 1, "unmanagedPodWatcher": {"restart": False}},
     "serviceAccounts": {"cilium": {"name": "cilium"}, "operator": {"name": "cilium-operator"}},
-    "routingMode": "native", "hubble": {"enabled": True, "relay": {"enabled": True}},
-    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": "cni", "operator": "NotIn", "values": ["aws-cni"]}]}]}}},
+    "routingMode": "native",
+    "hubble": {"enabled": True, "relay": {"enabled": True}},
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "cni", "operator": "NotIn", "values": ["aws-cni"]}]}
+                ]
+            }
+        }
+    },
 }
 GP_LABELS = {"app.kubernetes.io/name": "goldpinger", "app.kubernetes.io/instance": "goldpinger"}
-GP_POD_SPEC = {"serviceAccountName": "goldpinger", "containers": [{
-    "name": "goldpinger-daemon", "image": "mauilion/goldpinger:v3.5.1",
-    "env": [{"name": "HOSTNAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-            {"name": "HOST", "value": "0.0.0.0"}, {"name": "PORT", "value": "8080"},
-            {"name": "LABEL_SELECTOR", "value": "app.kubernetes.io/name=goldpinger"},
-            {"name": "REFRESH_INTERVAL", "value": "5"}],
-    "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
-    "readinessProbe": {"httpGet": {"path": "/", "port": "http"}}}]}
+GP_POD_SPEC = {
+    "serviceAccountName": "goldpinger",
+    "containers": [
+        {
+            "name": "goldpinger-daemon",
+            "image": "mauilion/goldpinger:v3.5.1",
+            "env": [
+                {"name": "HOSTNAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                {"name": "HOST", "value": "0.0.0.0"},
+                {"name": "PORT", "value": "8080"},
+                {"name": "LABEL_SELECTOR", "value": "app.kubernetes.io/name=goldpinger"},
+                {"name": "REFRESH_INTERVAL", "value": "5"},
+            ],
+            "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+            "readinessProbe": {"httpGet": {"path": "/", "port": "http"}},
+        }
+    ],
+}
 GOLDPINGER = [
     {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "goldpinger", "labels": GP_LABELS}},
-    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-     "metadata": {"name": "goldpinger-role", "labels": GP_LABELS},
-     "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]},
-    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-     "metadata": {"name": "goldpinger-rolebinding", "labels": GP_LABELS},
-     "subjects": [{"kind": "ServiceAccount", "name": "goldpinger"}],
-     "roleRef": {"kind": "Role", "name": "goldpinger-role", "apiGroup": "rbac.authorization.k8s.io"}},
-    {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "goldpinger", "labels": GP_LABELS},
-     "spec": {"type": "LoadBalancer", "selector": GP_LABELS,
-              "ports": [{"port": 8080, "targetPort": 8080, "protocol": "TCP", "name": "http"}]}},
-    {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "goldpinger", "labels": GP_LABELS},
-     "spec": {"selector": {"matchLabels": GP_LABELS},
-              "template": {"metadata": {"labels": GP_LABELS}, "spec": GP_POD_SPEC}}},
-    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "goldpinger", "labels": GP_LABELS},
-     "spec": {"replicas": 5, "selector": {"matchLabels": GP_LABELS},
-              "template": {"metadata": {"labels": GP_LABELS}, "spec": GP_POD_SPEC}}},
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "goldpinger-role", "labels": GP_LABELS},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}],
+    },
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "goldpinger-rolebinding", "labels": GP_LABELS},
+        "subjects": [{"kind": "ServiceAccount", "name": "goldpinger"}],
+        "roleRef": {"kind": "Role", "name": "goldpinger-role", "apiGroup": "rbac.authorization.k8s.io"},
+    },
+    {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "goldpinger", "labels": GP_LABELS},
+        "spec": {
+            "type": "LoadBalancer",
+            "selector": GP_LABELS,
+            "ports": [{"port": 8080, "targetPort": 8080, "protocol": "TCP", "name": "http"}],
+        },
+    },
+    {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "goldpinger", "labels": GP_LABELS},
+        "spec": {
+            "selector": {"matchLabels": GP_LABELS},
+            "template": {"metadata": {"labels": GP_LABELS}, "spec": GP_POD_SPEC},
+        },
+    },
+    {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "goldpinger", "labels": GP_LABELS},
+        "spec": {
+            "replicas": 5,
+            "selector": {"matchLabels": GP_LABELS},
+            "template": {"metadata": {"labels": GP_LABELS}, "spec": GP_POD_SPEC},
+        },
+    },
 ]
 
 
@@ -86,25 +133,36 @@ class Cluster:
         self.eks = twin.boto3_client("eks")
 
     def kubectl(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([KUBECTL, "--kubeconfig", str(self.kubeconfig), *args],
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [KUBECTL, "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def nodes(self, selector: str) -> list[Any]:
         return self.core.list_node(label_selector=selector).items
 
     def pods_on(self, node: str, namespace: str, selector: str) -> list[Any]:
-        return self.core.list_namespaced_pod(namespace, label_selector=selector,
-                                             field_selector=f"spec.nodeName={node}").items
+        return self.core.list_namespaced_pod(
+            namespace, label_selector=selector, field_selector=f"spec.nodeName={node}"
+        ).items
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
-        resp = self.api_client.call_api(f"/_twin/{path}", method, body=body, auth_settings=["BearerToken"],
-                                        header_params={"Content-Type": "application/json"},
-                                        _preload_content=False)
+        resp = self.api_client.call_api(
+            f"/_twin/{path}",
+            method,
+            body=body,
+            auth_settings=["BearerToken"],
+            header_params={"Content-Type": "application/json"},
+            _preload_content=False,
+        )
         return json.loads(resp.data)
 
     def check_all(self) -> dict[str, Any]:
         resp = self.core.connect_get_namespaced_service_proxy_with_path(
-            "goldpinger:8080", "default", "check_all", _preload_content=False)
+            "goldpinger:8080", "default", "check_all", _preload_content=False
+        )
         return json.loads(resp.data)
 
 
@@ -147,25 +205,37 @@ class TestRunbookOnTheTwin:
         assert len(cluster.nodes("cni=aws-cni")) == 3
 
     def test_2_fence_aws_node(self, cluster: Cluster) -> None:
-        path = ("/spec/template/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution"
-                "/nodeSelectorTerms/0/matchExpressions/-")
-        cluster.apps.patch_namespaced_daemon_set("aws-node", "kube-system",
-                                                 [{"op": "add", "path": path, "value": CNI_EXPRESSION}])
+        path = (
+            "/spec/template/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution"
+            "/nodeSelectorTerms/0/matchExpressions/-"
+        )
+        cluster.apps.patch_namespaced_daemon_set(
+            "aws-node", "kube-system", [{"op": "add", "path": path, "value": CNI_EXPRESSION}]
+        )
         out = cluster.kubectl("rollout", "status", "daemonset/aws-node", "-n", "kube-system", "--timeout=30s")
         assert out.returncode == 0, out.stderr + out.stdout
         ds = cluster.apps.read_namespaced_daemon_set("aws-node", "kube-system")
-        terms = ds.spec.template.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
+        terms = (
+            ds.spec.template.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
+        )
         assert terms.node_selector_terms[0].match_expressions[-1].to_dict() == CNI_EXPRESSION
         assert ds.status.number_ready == 3
 
     def test_3_scale_ng_cilium(self, cluster: Cluster) -> None:
-        cluster.eks.update_nodegroup_config(clusterName="dc-migrate", nodegroupName="ng-cilium",
-                                            scalingConfig={"minSize": 0, "maxSize": 3, "desiredSize": 3})
-        new = eventually(lambda: len(cluster.nodes(f"{NG}=ng-cilium")) == 3 and cluster.nodes(f"{NG}=ng-cilium"),
-                         "3 ng-cilium nodes")
+        cluster.eks.update_nodegroup_config(
+            clusterName="dc-migrate",
+            nodegroupName="ng-cilium",
+            scalingConfig={"minSize": 0, "maxSize": 3, "desiredSize": 3},
+        )
+        new = eventually(
+            lambda: len(cluster.nodes(f"{NG}=ng-cilium")) == 3 and cluster.nodes(f"{NG}=ng-cilium"),
+            "3 ng-cilium nodes",
+        )
         names = [n.metadata.name for n in new]
-        eventually(lambda: all(cluster.pods_on(n, "kube-system", "k8s-app=kube-proxy") for n in names),
-                   "kube-proxy on the new nodes (the DaemonSet controller has seen them)")
+        eventually(
+            lambda: all(cluster.pods_on(n, "kube-system", "k8s-app=kube-proxy") for n in names),
+            "kube-proxy on the new nodes (the DaemonSet controller has seen them)",
+        )
         for node in cluster.nodes(f"{NG}=ng-cilium"):
             assert not ready(node)
             assert AGENT_NOT_READY in taint_keys(node)
@@ -175,8 +245,13 @@ class TestRunbookOnTheTwin:
         from helm_python import Chart
 
         rendered = Chart.load(str(CHART)).render(CILIUM_VALUES, name="cilium", namespace="kube-system")
-        docs = [d for name, text in sorted(rendered.items()) if name.endswith(".yaml")
-                for d in yaml.safe_load_all(text) if d]
+        docs = [
+            d
+            for name, text in sorted(rendered.items())
+            if name.endswith(".yaml")
+            for d in yaml.safe_load_all(text)
+            if d
+        ]
         assert {"DaemonSet", "Deployment", "ConfigMap"} <= {d["kind"] for d in docs}
         for doc in docs:
             kubernetes.utils.create_from_dict(cluster.api_client, doc, namespace="kube-system")
@@ -206,30 +281,47 @@ class TestRunbookOnTheTwin:
         def full_mesh() -> dict[str, Any]:
             body = cluster.check_all()
             responses = body.get("responses", {})
-            results = [r for pod in responses.values() for r in (pod.get("response") or {}).get("podResults", {}).values()]
-            complete = set(responses) == names and len(results) == len(names) ** 2 and all(r["OK"] for r in results)
+            results = [
+                r
+                for pod in responses.values()
+                for r in (pod.get("response") or {}).get("podResults", {}).values()
+            ]
+            complete = (
+                set(responses) == names and len(results) == len(names) ** 2 and all(r["OK"] for r in results)
+            )
             return body if complete else {}
 
         eventually(full_mesh, "/check_all with 11 x 11 OK results")
 
     def test_6_cross_cni_broken(self, cluster: Cluster) -> None:
-        pods = cluster.core.list_namespaced_pod("default", label_selector="app.kubernetes.io/name=goldpinger").items
+        pods = cluster.core.list_namespaced_pod(
+            "default", label_selector="app.kubernetes.io/name=goldpinger"
+        ).items
         cni = {p.metadata.name: (p.metadata.annotations or {}).get(CNI_ANNOTATION) for p in pods}
         assert set(cni.values()) == {"aws-cni", "cilium"}
         assert cluster.admin("PATCH", "faults", {"cross_cni_broken": True})["cross_cni_broken"] is True
         try:
+
             def as_expected() -> bool:
                 # The instance behind the Service gathers every peer's /check: peers it cannot reach
                 # (the other CNI's) appear with OK false and no results; the rest report every peer.
                 responses = cluster.check_all()["responses"]
-                gathered = {src: r["response"]["podResults"] for src, r in responses.items() if "response" in r}
+                gathered = {
+                    src: r["response"]["podResults"] for src, r in responses.items() if "response" in r
+                }
                 missing = set(responses) - set(gathered)
-                return (set(responses) == set(cni) and bool(gathered)
-                        and all(not responses[src]["OK"] for src in missing)
-                        and {cni[s] for s in gathered}.isdisjoint({cni[s] for s in missing})
-                        and all(set(results) == set(cni) for results in gathered.values())
-                        and all(r["OK"] == (cni[src] == cni[dst])
-                                for src, results in gathered.items() for dst, r in results.items()))
+                return (
+                    set(responses) == set(cni)
+                    and bool(gathered)
+                    and all(not responses[src]["OK"] for src in missing)
+                    and {cni[s] for s in gathered}.isdisjoint({cni[s] for s in missing})
+                    and all(set(results) == set(cni) for results in gathered.values())
+                    and all(
+                        r["OK"] == (cni[src] == cni[dst])
+                        for src, results in gathered.items()
+                        for dst, r in results.items()
+                    )
+                )
 
             eventually(as_expected, "exactly the cross-CNI results failing")
         finally:
@@ -243,10 +335,24 @@ class TestRunbookOnTheTwin:
         out = cluster.kubectl("drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s")
         assert out.returncode == 0, out.stderr
         assert "violate the pod's disruption budget" in out.stderr + out.stdout
-        evictions = [r for r in cluster.admin("GET", f"requests?since={seen}")["items"]
-                     if r["subresource"] == "eviction"]
+        evictions = [
+            r
+            for r in cluster.admin("GET", f"requests?since={seen}")["items"]
+            if r["subresource"] == "eviction"
+        ]
         assert {r["code"] for r in evictions} >= {201, 429}
         assert cluster.pods_on(node, "default", "app=web") == []
-        eventually(lambda: len([p for p in cluster.core.list_namespaced_pod("default", label_selector="app=web").items
-                                if p.status.phase == "Running"]) == 4, "4 web pods Running again")
+        eventually(
+            lambda: (
+                len(
+                    [
+                        p
+                        for p in cluster.core.list_namespaced_pod("default", label_selector="app=web").items
+                        if p.status.phase == "Running"
+                    ]
+                )
+                == 4
+            ),
+            "4 web pods Running again",
+        )
         assert [d for d in cluster.admin("GET", "disruptions")["items"] if d["pdb"] == "default/web"] == []

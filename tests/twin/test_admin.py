@@ -29,9 +29,15 @@ class Admin:
         self.store, self.faults = Store(), Faults()
         self.store.create(NAMESPACES, {"metadata": {"name": "default"}})
         self.api = ApiServer(self.store, token=TOKEN, faults=self.faults)
-        self.api.add_route("/_twin/", AdminApi(store=self.store, faults=self.faults,
-                                               request_log=lambda: self.api.request_log,
-                                               disruptions=lambda: [VIOLATION]))
+        self.api.add_route(
+            "/_twin/",
+            AdminApi(
+                store=self.store,
+                faults=self.faults,
+                request_log=lambda: self.api.request_log,
+                disruptions=lambda: [VIOLATION],
+            ),
+        )
         self.api.start()
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = TOKEN) -> tuple[int, Any]:
@@ -60,14 +66,19 @@ class TestFaults:
         assert body == Faults().to_dict()
 
     def test_patch_is_partial_and_takes_effect_at_once(self, admin: Admin) -> None:
-        status, body = admin.call("PATCH", "/_twin/faults", {
-            "cross_cni_broken": True, "api": [{"path": "/api/v1/nodes", "status": 503, "count": 1}]})
+        status, body = admin.call(
+            "PATCH",
+            "/_twin/faults",
+            {"cross_cni_broken": True, "api": [{"path": "/api/v1/nodes", "status": 503, "count": 1}]},
+        )
         assert status == 200 and body["cross_cni_broken"] is True and body["agent_never_ready"] == []
         assert admin.faults.cross_cni_broken is True
         assert admin.faults.api_error_for("GET", "/api/v1/nodes") == 503
 
-    @pytest.mark.parametrize("body", [pytest.param({"no_such_fault": 1}, id="unknown-key"),
-                                      pytest.param([1, 2], id="not-an-object")])
+    @pytest.mark.parametrize(
+        "body",
+        [pytest.param({"no_such_fault": 1}, id="unknown-key"), pytest.param([1, 2], id="not-an-object")],
+    )
     def test_patch_rejects_bad_bodies(self, admin: Admin, body: Any) -> None:
         status, reply = admin.call("PATCH", "/_twin/faults", body)
         assert status == 400 and reply["error"]
@@ -94,11 +105,14 @@ def test_state_dumps_the_store(admin: Admin) -> None:
     assert [ns["metadata"]["name"] for ns in body["objects"]["namespaces"]] == ["default"]
 
 
-@pytest.mark.parametrize(("method", "path", "token", "code"), [
-    pytest.param("GET", "/_twin/faults", None, 401, id="no-token"),
-    pytest.param("GET", "/_twin/faults", "wrong", 401, id="wrong-token"),
-    pytest.param("GET", "/_twin/nothing", TOKEN, 404, id="unknown-route"),
-    pytest.param("DELETE", "/_twin/state", TOKEN, 405, id="wrong-method"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "token", "code"),
+    [
+        pytest.param("GET", "/_twin/faults", None, 401, id="no-token"),
+        pytest.param("GET", "/_twin/faults", "wrong", 401, id="wrong-token"),
+        pytest.param("GET", "/_twin/nothing", TOKEN, 404, id="unknown-route"),
+        pytest.param("DELETE", "/_twin/state", TOKEN, 405, id="wrong-method"),
+    ],
+)
 def test_refusals(admin: Admin, method: str, path: str, token: str | None, code: int) -> None:
     assert admin.call(method, path, token=token)[0] == code

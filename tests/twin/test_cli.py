@@ -1,8 +1,9 @@
 """``python -m twin``: a foreground twin that writes its files, says it is ready, and stops on a signal.
 
-Covers: the ready line carries the URLs (plain and TLS Kubernetes API, EKS) and the file paths; ``kubectl --kubeconfig FILE get nodes``
-works against it; the env file holds both Airflow connections; SIGTERM and SIGINT stop it with exit 0;
-an unknown scenario exits 2 naming the built-in ones.
+Covers: the ready line carries the URLs (plain and TLS Kubernetes API, EKS) and the file paths;
+``kubectl --kubeconfig FILE`` works against it; the env file holds both Airflow connections; the
+generated ``large`` scenario has its node and pod counts; SIGTERM and SIGINT stop it with exit 0; an
+unknown scenario exits 2 naming the built-in ones.
 """
 
 from __future__ import annotations
@@ -23,9 +24,23 @@ KUBECTL = "/usr/bin/kubectl"
 
 def start_twin(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "twin", "--kubeconfig", str(tmp_path / "kubeconfig"),
-         "--env-file", str(tmp_path / "twin.env"), "--timing-scale", "0.1", *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "twin",
+            "--kubeconfig",
+            str(tmp_path / "kubeconfig"),
+            "--env-file",
+            str(tmp_path / "twin.env"),
+            "--timing-scale",
+            "0.1",
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -38,17 +53,25 @@ def start_twin(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], str]
     pytest.fail(f"no ready line; stderr: {proc.communicate()[1][-2000:]}")
 
 
-@pytest.mark.parametrize("sig", [pytest.param(signal.SIGTERM, id="sigterm"), pytest.param(signal.SIGINT, id="sigint")])
+@pytest.mark.parametrize(
+    "sig", [pytest.param(signal.SIGTERM, id="sigterm"), pytest.param(signal.SIGINT, id="sigint")]
+)
 def test_serves_until_signalled(tmp_path: Path, sig: signal.Signals) -> None:
     proc, ready = start_twin(tmp_path)
     try:
         urls = dict(re.findall(r"(kubernetes-tls|kubernetes|eks|kubeconfig|env-file)=(\S+)", ready))
-        assert urls["kubernetes"].startswith("http://127.0.0.1:") and urls["eks"].startswith("http://127.0.0.1:")
+        assert urls["kubernetes"].startswith("http://127.0.0.1:") and urls["eks"].startswith(
+            "http://127.0.0.1:"
+        )
         assert urls["kubernetes-tls"].startswith("https://127.0.0.1:")
         assert Path(urls["kubeconfig"]) == (tmp_path / "kubeconfig").resolve()
         if sig == signal.SIGTERM:
-            out = subprocess.run([KUBECTL, "--kubeconfig", urls["kubeconfig"], "get", "nodes", "-o", "name"],
-                                 capture_output=True, text=True, timeout=30)
+            out = subprocess.run(
+                [KUBECTL, "--kubeconfig", urls["kubeconfig"], "get", "nodes", "-o", "name"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             assert out.returncode == 0, out.stderr
             assert len(out.stdout.split()) == 3
             env = dict(line.split("=", 1) for line in (tmp_path / "twin.env").read_text().splitlines())
@@ -64,7 +87,37 @@ def test_serves_until_signalled(tmp_path: Path, sig: signal.Signals) -> None:
 
 
 def test_unknown_scenario_exits_2() -> None:
-    out = subprocess.run([sys.executable, "-m", "twin", "--scenario", "no-such"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "twin", "--scenario", "no-such"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert "built-in: " in out.stderr and "default" in out.stderr
+
+
+def test_generated_scenario(tmp_path: Path) -> None:
+    proc, ready = start_twin(tmp_path, "--scenario", "large", "--nodes", "6", "--pods", "60")
+    try:
+        kubeconfig = re.search(r"kubeconfig=(\S+)", ready).group(1)  # type: ignore[union-attr]
+        out = subprocess.run(
+            [KUBECTL, "--kubeconfig", kubeconfig, "get", "pods", "-A", "-o", "name"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert out.returncode == 0, out.stderr
+        assert len(out.stdout.split()) == 60
+        nodes = subprocess.run(
+            [KUBECTL, "--kubeconfig", kubeconfig, "get", "nodes", "-o", "name"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert len(nodes.stdout.split()) == 6
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0

@@ -48,8 +48,15 @@ class TestSettled:
         pods = core(twin).list_pod_for_all_namespaces().items
         by_owner: dict[str, list[Any]] = {}
         for p in pods:
-            by_owner.setdefault(p.metadata.labels.get("k8s-app") or p.metadata.labels.get("app"), []).append(p)
-        assert {k: len(v) for k, v in by_owner.items()} == {"aws-node": 3, "kube-proxy": 3, "kube-dns": 2, "web": 4}
+            by_owner.setdefault(p.metadata.labels.get("k8s-app") or p.metadata.labels.get("app"), []).append(
+                p
+            )
+        assert {k: len(v) for k, v in by_owner.items()} == {
+            "aws-node": 3,
+            "kube-proxy": 3,
+            "kube-dns": 2,
+            "web": 4,
+        }
         assert {p.status.phase for p in pods} == {"Running"}
 
     def test_eks_side_through_boto3(self, twin: Twin) -> None:
@@ -62,8 +69,9 @@ class TestSettled:
 
 class TestAccess:
     def test_token_is_required(self, twin: Twin) -> None:
-        api = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(
-            kubernetes.client.Configuration(host=twin.kube_url)))
+        api = kubernetes.client.CoreV1Api(
+            kubernetes.client.ApiClient(kubernetes.client.Configuration(host=twin.kube_url))
+        )
         with pytest.raises(kubernetes.client.ApiException) as err:
             api.list_node()
         assert err.value.status == 401
@@ -75,8 +83,9 @@ class TestAccess:
         client = kubernetes.config.new_client_from_config(config_file=str(path))
         assert len(kubernetes.client.CoreV1Api(client).list_node().items) == 3
 
-    def test_airflow_hooks_reach_the_twin_through_the_env_file(self, twin: Twin, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_airflow_hooks_reach_the_twin_through_the_env_file(
+        self, twin: Twin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         env_file = tmp_path / "twin.env"
         twin.write_env_file(env_file)
         for line in env_file.read_text().splitlines():

@@ -30,10 +30,26 @@ def server() -> Iterator[eks.EksServer]:
 def cluster(server: eks.EksServer) -> Iterator[str]:
     client = server.client()
     eks.create_cluster(client, name="dc-test", version="1.30")
-    eks.create_nodegroup(client, cluster="dc-test", name="ng-1", instance_type="m5.large", desired=3,
-                         min_size=3, max_size=3, labels={"team": "a"})
-    eks.create_nodegroup(client, cluster="dc-test", name="ng-cilium", instance_type="m5.large", desired=0,
-                         min_size=0, max_size=3, taints=[TAINT])
+    eks.create_nodegroup(
+        client,
+        cluster="dc-test",
+        name="ng-1",
+        instance_type="m5.large",
+        desired=3,
+        min_size=3,
+        max_size=3,
+        labels={"team": "a"},
+    )
+    eks.create_nodegroup(
+        client,
+        cluster="dc-test",
+        name="ng-cilium",
+        instance_type="m5.large",
+        desired=0,
+        min_size=0,
+        max_size=3,
+        taints=[TAINT],
+    )
     yield "dc-test"
     eks.forget_cluster(REGION, "dc-test")
 
@@ -52,13 +68,19 @@ def test_describe_shows_what_the_scenario_created(server: eks.EksServer, cluster
 
 
 def test_scaling_shows_in_the_state_the_controller_polls(server: eks.EksServer, cluster: str) -> None:
-    server.client().update_nodegroup_config(clusterName=cluster, nodegroupName="ng-cilium",
-                                            scalingConfig={"minSize": 0, "maxSize": 3, "desiredSize": 3})
+    server.client().update_nodegroup_config(
+        clusterName=cluster,
+        nodegroupName="ng-cilium",
+        scalingConfig={"minSize": 0, "maxSize": 3, "desiredSize": 3},
+    )
     groups = {g.name: g for g in eks.read_nodegroups(REGION, cluster) or []}
     assert groups["ng-cilium"].desired == 3
     assert groups["ng-cilium"].taints == (("node.cilium.io/agent-not-ready", "true", "NoSchedule"),)
-    assert (groups["ng-1"].desired, groups["ng-1"].labels, groups["ng-1"].instance_type) == (3, {"team": "a"},
-                                                                                              "m5.large")
+    assert (groups["ng-1"].desired, groups["ng-1"].labels, groups["ng-1"].instance_type) == (
+        3,
+        {"team": "a"},
+        "m5.large",
+    )
 
 
 def test_unknown_cluster_reads_as_none() -> None:

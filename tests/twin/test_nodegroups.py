@@ -47,19 +47,35 @@ class Rig:
         self.store, self.faults = Store(), Faults()
         self.store.create(NAMESPACES, {"metadata": {"name": "default"}})
         eks.create_cluster(self.client, name=self.cluster, version="1.30")
-        self.controller = NodeGroupController(self.store, TIMING, self.faults, region=REGION, cluster=self.cluster)
+        self.controller = NodeGroupController(
+            self.store, TIMING, self.faults, region=REGION, cluster=self.cluster
+        )
 
     def add_group(self, name: str, desired: int, **kw: Any) -> None:
-        eks.create_nodegroup(self.client, cluster=self.cluster, name=name, instance_type="m5.large",
-                             desired=desired, min_size=0, max_size=10, **kw)
+        eks.create_nodegroup(
+            self.client,
+            cluster=self.cluster,
+            name=name,
+            instance_type="m5.large",
+            desired=desired,
+            min_size=0,
+            max_size=10,
+            **kw,
+        )
 
     def scale(self, name: str, desired: int) -> None:
-        self.client.update_nodegroup_config(clusterName=self.cluster, nodegroupName=name,
-                                            scalingConfig={"minSize": 0, "maxSize": 10, "desiredSize": desired})
+        self.client.update_nodegroup_config(
+            clusterName=self.cluster,
+            nodegroupName=name,
+            scalingConfig={"minSize": 0, "maxSize": 10, "desiredSize": desired},
+        )
 
     def nodes(self, group: str) -> list[Obj]:
-        return [n for n in self.store.list(NODES)[0]
-                if n["metadata"]["labels"]["eks.amazonaws.com/nodegroup"] == group]
+        return [
+            n
+            for n in self.store.list(NODES)[0]
+            if n["metadata"]["labels"]["eks.amazonaws.com/nodegroup"] == group
+        ]
 
     def settle(self, seconds: float = DELAY + 0.1) -> None:
         """Reconcile, wait out one delay, reconcile again."""
@@ -69,9 +85,17 @@ class Rig:
 
     def pod(self, name: str, node: str, owner_kind: str | None) -> None:
         refs = [{"apiVersion": "apps/v1", "kind": owner_kind, "name": "x", "uid": "u", "controller": True}]
-        self.store.create(PODS, {"metadata": {"name": name, "namespace": "default",
-                                              **({"ownerReferences": refs} if owner_kind else {})},
-                                 "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}})
+        self.store.create(
+            PODS,
+            {
+                "metadata": {
+                    "name": name,
+                    "namespace": "default",
+                    **({"ownerReferences": refs} if owner_kind else {}),
+                },
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]},
+            },
+        )
 
 
 @pytest.fixture
@@ -108,16 +132,31 @@ class TestGrowing:
         assert m
         ip = f"192.168.{m.group(1)}.{m.group(2)}"
         assert labels["kubernetes.io/hostname"] == name
-        assert {k: labels[k] for k in ("kubernetes.io/os", "kubernetes.io/arch", "node.kubernetes.io/instance-type",
-                                       "topology.kubernetes.io/region", "eks.amazonaws.com/nodegroup",
-                                       "eks.amazonaws.com/capacityType", "role")} == {
-            "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", "node.kubernetes.io/instance-type": "m5.large",
-            "topology.kubernetes.io/region": REGION, "eks.amazonaws.com/nodegroup": "ng-cilium",
-            "eks.amazonaws.com/capacityType": "ON_DEMAND", "role": "cilium"}
+        assert {
+            k: labels[k]
+            for k in (
+                "kubernetes.io/os",
+                "kubernetes.io/arch",
+                "node.kubernetes.io/instance-type",
+                "topology.kubernetes.io/region",
+                "eks.amazonaws.com/nodegroup",
+                "eks.amazonaws.com/capacityType",
+                "role",
+            )
+        } == {
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "node.kubernetes.io/instance-type": "m5.large",
+            "topology.kubernetes.io/region": REGION,
+            "eks.amazonaws.com/nodegroup": "ng-cilium",
+            "eks.amazonaws.com/capacityType": "ON_DEMAND",
+            "role": "cilium",
+        }
         zone = labels["topology.kubernetes.io/zone"]
         assert zone.startswith(REGION)
-        assert node["spec"]["taints"] == [{"key": "node.cilium.io/agent-not-ready", "value": "true",
-                                           "effect": "NoSchedule"}]
+        assert node["spec"]["taints"] == [
+            {"key": "node.cilium.io/agent-not-ready", "value": "true", "effect": "NoSchedule"}
+        ]
         assert re.fullmatch(rf"aws:///{zone}/i-0[0-9a-f]{{16}}", node["spec"]["providerID"])
         status = node["status"]
         assert {"type": "InternalIP", "address": ip} in status["addresses"]
@@ -139,7 +178,9 @@ class TestShrinking:
     def test_drain_deletes_workload_pods_at_once_and_the_node_later(self, rig: Rig) -> None:
         rig.add_group("ng-1", 2)
         rig.settle()
-        newest = max(rig.nodes("ng-1"), key=lambda n: (n["metadata"]["creationTimestamp"], n["metadata"]["name"]))
+        newest = max(
+            rig.nodes("ng-1"), key=lambda n: (n["metadata"]["creationTimestamp"], n["metadata"]["name"])
+        )
         name = newest["metadata"]["name"]
         rig.pod("web-1", name, "ReplicaSet")
         rig.pod("bare", name, None)

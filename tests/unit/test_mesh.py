@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,8 +28,8 @@ def pods(placement: dict[str, str] = PLACEMENT, phase: str = "Running") -> list[
             for i, (n, node) in enumerate(sorted(placement.items()))]
 
 
-def answer(names: list[str] | None = None, *, broken: set[tuple[str, str]] = frozenset(),
-           ping_time: str = FRESH, skip: set[str] = frozenset(), drop: set[tuple[str, str]] = frozenset(),
+def answer(names: list[str] | None = None, *, broken: AbstractSet[tuple[str, str]] = frozenset(),
+           ping_time: str = FRESH, skip: AbstractSet[str] = frozenset(), drop: AbstractSet[tuple[str, str]] = frozenset(),
            ) -> dict[str, Any]:
     names = names if names is not None else sorted(PLACEMENT)
     responses = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from cilium_migration import readiness as r
 
 
-def node(name: str = "n1", *, ready: bool = True, taints: list[str] = (), labels: dict | None = None,
+def node(name: str = "n1", *, ready: bool = True, taints: Sequence[str] = (), labels: dict | None = None,
          cordoned: bool = False) -> dict[str, Any]:
     return {"metadata": {"name": name, "labels": labels or {}},
             "spec": {"taints": [{"key": k, "effect": "NoSchedule"} for k in taints], "unschedulable": cordoned},

@@ -10,9 +10,9 @@ import pytest
 from cilium_migration import checks
 from cilium_migration.triggers import ClusterCheckTrigger
 
-KWARGS = {"check": "nodes_registered", "arguments": {"nodegroups": ["ng-cilium"], "count": 3},
+KWARGS: dict[str, Any] = {"check": "nodes_registered", "arguments": {"nodegroups": ["ng-cilium"], "count": 3},
           "aws_conn_id": "aws_default", "kubernetes_conn_id": "kubernetes_default", "region": "us-west-1",
-          "poll_interval": 0.01, "max_errors": 2}
+          "poll_interval": 0.01, "max_errors": 2, "end_time": None}
 
 
 def test_serialize_round_trips() -> None:
@@ -47,3 +47,12 @@ def test_run_polls_the_named_check_until_an_outcome(monkeypatch: pytest.MonkeyPa
     events = asyncio.run(_events(ClusterCheckTrigger(**KWARGS)))
     assert len(events) == 1 and events[0]["status"] == status
     assert next(script, None) is None
+
+
+def test_run_ends_with_a_timeout_event_past_its_end_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(checks.CHECKS, "nodes_registered",
+                        lambda clients, **kwargs: checks.Verdict(checks.WAITING, "not yet"))
+    import time
+
+    events = asyncio.run(_events(ClusterCheckTrigger(**{**KWARGS, "end_time": time.time() + 0.05})))
+    assert [e["status"] for e in events] == ["timeout"]

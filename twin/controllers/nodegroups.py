@@ -26,8 +26,10 @@ from twin.faults import Faults
 from twin.resources import NODES, PODS
 from twin.store import Obj, Store, now_iso
 
-NOT_READY_MESSAGE = ("container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady "
-                     "message:Network plugin returns error: cni plugin not initialized")
+NOT_READY_MESSAGE = (
+    "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady "
+    "message:Network plugin returns error: cni plugin not initialized"
+)
 NODE_NETWORK = ipaddress.ip_network("192.168.0.0/16")
 
 # instance type -> (cpu, memory, max pods), as EKS reports them
@@ -46,8 +48,16 @@ class NodeGroupController(Controller):
     name = "nodegroups"
     watches = (NODES,)  # moto's state is polled every resync; launches and drains ask for a wake-up
 
-    def __init__(self, store: Store, timing: Timing, faults: Faults, *, region: str, cluster: str,
-                 kubernetes_version: str = "1.30") -> None:
+    def __init__(
+        self,
+        store: Store,
+        timing: Timing,
+        faults: Faults,
+        *,
+        region: str,
+        cluster: str,
+        kubernetes_version: str = "1.30",
+    ) -> None:
         super().__init__(store, timing, faults)
         self.region, self.cluster, self.kubernetes_version = region, cluster, kubernetes_version
         self._launching: dict[str, list[float]] = {}  # group -> monotonic times its new nodes register
@@ -99,8 +109,11 @@ class NodeGroupController(Controller):
 
     def _shrink(self, live: list[Obj], count: int, now: float) -> None:
         """Drain the ``count`` newest nodes."""
-        newest_first = sorted(live, key=lambda n: (n["metadata"].get("creationTimestamp", ""),
-                                                   n["metadata"]["name"]), reverse=True)
+        newest_first = sorted(
+            live,
+            key=lambda n: (n["metadata"].get("creationTimestamp", ""), n["metadata"]["name"]),
+            reverse=True,
+        )
         for node in newest_first[:count]:
             name = node["metadata"]["name"]
             if name in self._draining:
@@ -134,8 +147,17 @@ class NodeGroupController(Controller):
             if self.store.get(NODES, None, name) is None:
                 break
         zone = f"{self.region}{'abc'[self._serial % 3]}"
-        self.store.create(NODES, node_object(name=name, ip=str(ip), zone=zone, region=self.region, group=group,
-                                             kubernetes_version=self.kubernetes_version))
+        self.store.create(
+            NODES,
+            node_object(
+                name=name,
+                ip=str(ip),
+                zone=zone,
+                region=self.region,
+                group=group,
+                kubernetes_version=self.kubernetes_version,
+            ),
+        )
 
 
 def node_name(ip: str, region: str) -> str:
@@ -143,8 +165,9 @@ def node_name(ip: str, region: str) -> str:
     return f"ip-{ip.replace('.', '-')}.{region}.compute.internal"
 
 
-def node_object(*, name: str, ip: str, zone: str, region: str, group: NodeGroupState,
-                kubernetes_version: str = "1.30") -> Obj:
+def node_object(
+    *, name: str, ip: str, zone: str, region: str, group: NodeGroupState, kubernetes_version: str = "1.30"
+) -> Obj:
     """A freshly registered EKS node: labels, taints, addresses, capacity, NotReady until a CNI runs."""
     cpu, memory, pods = INSTANCE_SHAPES.get(group.instance_type, INSTANCE_SHAPES["m5.large"])
     stamp = now_iso()
@@ -167,41 +190,67 @@ def node_object(*, name: str, ip: str, zone: str, region: str, group: NodeGroupS
     }
     spec: dict[str, Any] = {"providerID": f"aws:///{zone}/i-0{secrets.token_hex(8)}"}
     if group.taints:
-        spec["taints"] = [{"key": k, "value": v, "effect": e} if v else {"key": k, "effect": e}
-                          for k, v, e in group.taints]
+        spec["taints"] = [
+            {"key": k, "value": v, "effect": e} if v else {"key": k, "effect": e} for k, v, e in group.taints
+        ]
 
     def condition(kind: str, status: str, reason: str, message: str) -> dict[str, str]:
-        return {"type": kind, "status": status, "reason": reason, "message": message,
-                "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}
+        return {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastHeartbeatTime": stamp,
+            "lastTransitionTime": stamp,
+        }
 
     return {
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": labels, "annotations": {
-            "alpha.kubernetes.io/provided-node-ip": ip,
-            "node.alpha.kubernetes.io/ttl": "0",
-            "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {
+                "alpha.kubernetes.io/provided-node-ip": ip,
+                "node.alpha.kubernetes.io/ttl": "0",
+                "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+            },
+        },
         "spec": spec,
         "status": {
-            "addresses": [{"type": "InternalIP", "address": ip},
-                          {"type": "InternalDNS", "address": name},
-                          {"type": "Hostname", "address": name}],
+            "addresses": [
+                {"type": "InternalIP", "address": ip},
+                {"type": "InternalDNS", "address": name},
+                {"type": "Hostname", "address": name},
+            ],
             "capacity": {"cpu": cpu, "memory": memory, "pods": pods, "ephemeral-storage": "83873772Ki"},
             "allocatable": {"cpu": cpu, "memory": memory, "pods": pods, "ephemeral-storage": "76224326324"},
             "conditions": [
-                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-                condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                condition(
+                    "MemoryPressure",
+                    "False",
+                    "KubeletHasSufficientMemory",
+                    "kubelet has sufficient memory available",
+                ),
+                condition(
+                    "DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"
+                ),
+                condition(
+                    "PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"
+                ),
                 condition("Ready", "False", "KubeletNotReady", NOT_READY_MESSAGE),
             ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
             "nodeInfo": {
-                "architecture": "amd64", "operatingSystem": "linux",
+                "architecture": "amd64",
+                "operatingSystem": "linux",
                 "kubeletVersion": f"v{kubernetes_version}.4-eks-a737599",
                 "kubeProxyVersion": f"v{kubernetes_version}.4-eks-a737599",
                 "containerRuntimeVersion": "containerd://1.7.22",
                 "kernelVersion": "5.10.226-214.880.amzn2.x86_64",
                 "osImage": "Amazon Linux 2",
-                "machineID": secrets.token_hex(16), "systemUUID": secrets.token_hex(16),
+                "machineID": secrets.token_hex(16),
+                "systemUUID": secrets.token_hex(16),
                 "bootID": secrets.token_hex(16),
             },
         },
