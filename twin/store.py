@@ -24,6 +24,7 @@ from typing import Any
 from twin.resources import BY_KEY, NAMESPACES, PODS, RESOURCE_TYPES, ResourceType
 
 Obj = dict[str, Any]
+ObjList = list[Obj]
 Predicate = Callable[[Obj], bool]
 Listener = Callable[[str, ResourceType, Obj, Obj | None], None]
 
@@ -335,7 +336,7 @@ class Store:
             items = list(self._objects[rt.key].values())
         return iter(items)
 
-    def dump(self) -> dict[str, list[Obj]]:
+    def dump(self) -> dict[str, ObjList]:
         """Every stored object by resource key, sorted: the state a test compares byte for byte."""
         with self.lock:
             return {k: [v for _, v in sorted(objs.items())] for k, objs in self._objects.items()}
