@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.keep:
                 if approval.task_id in announced:
                     return None
-                announced.add(approval.task_id)
+                announced.add(approval.task_id)  # once per gate, even across retries
                 print(f"== Waiting for you: '{approval.subject}' in {airflow.url} (Browse > Required Actions), "
                       f"user {USERNAME} / {airflow.password}", flush=True)
                 return None

@@ -5,11 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+# Answering an approval within seconds of it starting to wait can race the scheduler (LocalExecutor),
+# which then fails the try; a person never answers that fast, and neither do we.
+MIN_APPROVAL_AGE_S = 6.0
 
 
 @dataclass
@@ -21,6 +25,8 @@ class PendingApproval:
     subject: str
     body: str
     options: list[str]
+    try_number: int = 1
+    age_s: float = 0.0
 
 
 class AirflowRest:
@@ -110,8 +116,11 @@ class AirflowRest:
             ti = d.get("task_instance") or {}
             if d.get("response_received") or ti.get("state") not in ("deferred", "awaiting_input", "running"):
                 continue
+            created = datetime.fromisoformat(d["created_at"]) if d.get("created_at") else None
+            age = (datetime.now(UTC) - created).total_seconds() if created else 0.0
             out.append(PendingApproval(ti["task_id"], ti.get("map_index", -1), d.get("subject", ""),
-                                       d.get("body") or "", list(d.get("options", []))))
+                                       d.get("body") or "", list(d.get("options", [])),
+                                       int(ti.get("try_number") or 1), age))
         return out
 
     def answer(self, dag_id: str, run_id: str, approval: PendingApproval, option: str) -> None:
@@ -145,7 +154,7 @@ class AirflowRest:
         Returns the run's final state.
         """
         seen: dict[str, str | None] = {}
-        answered: set[tuple[str, int]] = set()
+        answered: set[tuple[str, int, int]] = set()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for task_id, state in sorted(self.task_states(dag_id, run_id).items()):
@@ -153,8 +162,8 @@ class AirflowRest:
                     on_progress(task_id, state)
                 seen[task_id] = state
             for approval in self.pending_approvals(dag_id, run_id):
-                key = (approval.task_id, approval.map_index)
-                if key in answered:
+                key = (approval.task_id, approval.map_index, approval.try_number)
+                if key in answered or approval.age_s < MIN_APPROVAL_AGE_S:
                     continue
                 option = decide(approval)
                 if option is not None:
