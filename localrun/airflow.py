@@ -37,7 +37,7 @@ class LocalAirflow:
     port: int = field(default_factory=free_port)
     password: str = "admin"
     extra_env: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen[bytes] | None = None
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -80,43 +80,59 @@ class LocalAirflow:
         return env
 
     def start(self, timeout: float = 180) -> None:
-        """Start ``airflow standalone`` and wait until the API answers and the DAGs are parsed."""
+        """Start ``airflow standalone`` and wait until the API answers."""
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "passwords.json").write_text(json.dumps({USERNAME: self.password}))
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "airflow"), "standalone"],
-            env=self.env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        self.spawn(["standalone"], self.log_path)
+        self.wait_for_api(timeout)
+
+    def spawn(self, args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+        """Run ``airflow ARGS`` in its own process group, logging to ``log_path``."""
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "airflow"), *args], env=self.env(),
+            stdout=log_path.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        self.processes.append(proc)
+        return proc
+
+    def wait_for_api(self, timeout: float) -> None:
+        """Wait until ``/api/v2/version`` answers; fail early when a component exits."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"airflow standalone exited ({self.process.returncode}); see {self.log_path}")
+            dead = [str(p.args) for p in self.processes if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"Airflow exited ({', '.join(dead)}); see the logs in {self.home}")
             try:
                 if requests.get(f"{self.url}/api/v2/version", timeout=2).ok:
                     return
             except requests.RequestException:
                 pass
             time.sleep(1)
-        raise TimeoutError(f"Airflow API did not answer within {timeout:.0f}s; see {self.log_path}")
+        raise TimeoutError(f"Airflow API did not answer within {timeout:.0f}s; see the logs in {self.home}")
 
     def stop(self) -> None:
-        """Stop every process of the standalone group (SIGINT first, as `airflow` expects)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        pgid = os.getpgid(self.process.pid)
-        for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        """Stop every process group (SIGINT first, as `airflow` expects, then SIGTERM, then SIGKILL)."""
+        groups = []
+        for proc in self.processes:
             try:
-                os.killpg(pgid, sig)
+                groups.append((proc, os.getpgid(proc.pid)))
             except ProcessLookupError:
-                return
-            try:
-                self.process.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
                 continue
-        try:
-            os.killpg(pgid, signal.SIGKILL)  # stragglers (task runners, triggerer children)
-        except ProcessLookupError:
-            pass
+        for sig, wait in ((signal.SIGINT, 20.0), (signal.SIGTERM, 10.0)):
+            live = [(p, g) for p, g in groups if p.poll() is None]
+            for _, pgid in live:
+                _signal_group(pgid, sig)
+            deadline = time.monotonic() + wait
+            while any(p.poll() is None for p, _ in live) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        for _, pgid in groups:
+            _signal_group(pgid, signal.SIGKILL)  # stragglers: task runners, triggerer children
+        self.processes.clear()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass

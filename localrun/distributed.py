@@ -6,15 +6,11 @@ Components: api-server, scheduler, dag-processor, triggerer and one Celery worke
 
 from __future__ import annotations
 
-import os
-import signal
+import json
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-import requests
 
 from localrun.airflow import USERNAME, LocalAirflow
 from localrun.services import Postgres, Redis
@@ -29,7 +25,6 @@ class DistributedAirflow(LocalAirflow):
 
     postgres: Postgres | None = None
     redis: Redis | None = None
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
         env = super().env()
@@ -57,40 +52,16 @@ class DistributedAirflow(LocalAirflow):
         self.redis = Redis(self.home / "redis")
         self.postgres.start()
         self.redis.start()
-        (self.home / "passwords.json").write_text(f'{{"{USERNAME}": "{self.password}"}}')
+        (self.home / "passwords.json").write_text(json.dumps({USERNAME: self.password}))
         airflow = str(Path(sys.executable).parent / "airflow")
         subprocess.run([airflow, "db", "migrate"], env=self.env(), check=True, capture_output=True,
                        timeout=600)
         for args in COMPONENTS:
-            log = (self.home / f"{'-'.join(args[:2])}.log").open("ab")
-            self.processes.append(subprocess.Popen([airflow, *args], env=self.env(), stdout=log,
-                                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                   start_new_session=True))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            dead = [p.args for p in self.processes if p.poll() is not None]
-            if dead:
-                raise RuntimeError(f"Airflow components exited: {dead}; see logs in {self.home}")
-            try:
-                if requests.get(f"{self.url}/api/v2/version", timeout=2).ok:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(1)
-        raise TimeoutError(f"Airflow API did not answer within {timeout:.0f}s; see logs in {self.home}")
+            self.spawn(list(args), self.home / f"{'-'.join(args[:2])}.log")
+        self.wait_for_api(timeout)
 
     def stop(self) -> None:
-        for proc in self.processes:
-            if proc.poll() is None:
-                try:
-                    os.killpg(os.getpgid(proc.pid), signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for proc in self.processes:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
+        super().stop()
         for service in (self.redis, self.postgres):
             if service:
                 service.stop()

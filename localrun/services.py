@@ -22,12 +22,25 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 
 
 @dataclass
-class Postgres:
-    """A throwaway PostgreSQL cluster with database `airflow` owned by user `airflow`."""
+class LocalServer:
+    """A server process of ours: a directory, a free port, and a stop that always ends it."""
 
     root: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@dataclass
+class Postgres(LocalServer):
+    """A throwaway PostgreSQL cluster with database `airflow` owned by user `airflow`."""
 
     @property
     def url(self) -> str:
@@ -62,22 +75,10 @@ class Postgres:
             subprocess.run([*psql, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c", sql],
                            check=True, capture_output=True)
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
 
 @dataclass
-class Redis:
+class Redis(LocalServer):
     """A throwaway Redis server without persistence."""
-
-    root: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -100,11 +101,3 @@ class Redis:
             if time.monotonic() > deadline:
                 raise TimeoutError("Redis did not start; see redis.log")
             time.sleep(0.3)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
