@@ -11,6 +11,8 @@ from cilium_migration.readiness import NODEGROUP_LABEL, labels_of, name_of, node
 
 Obj = dict[str, Any]
 
+CORDONED_BY = "cilium-migration.io/cordoned"  # marks the cordons this DAG made (a resumed run sees them)
+
 
 def list_nodes(core: Any, *, label_selector: str | None = None) -> list[Obj]:
     kwargs = {"label_selector": label_selector} if label_selector else {}
@@ -45,13 +47,23 @@ def label(core: Any, nodes: Iterable[Obj], key: str, value: str, *, dry_run: boo
     return changes
 
 
+def cordoned_by_us(node: Obj) -> bool:
+    """Whether this DAG cordoned the node (and so a rollback may uncordon it)."""
+    return CORDONED_BY in (node.get("metadata", {}).get("annotations") or {})
+
+
 def set_cordoned(core: Any, nodes: Iterable[Obj], cordoned: bool, *, dry_run: bool = False) -> list[Change]:
-    """Cordon (``spec.unschedulable: true``) or uncordon the nodes whose state differs."""
+    """Cordon (``spec.unschedulable: true``) or uncordon the nodes whose state differs.
+
+    A cordon made here is marked with the ``CORDONED_BY`` annotation, removed again on uncordon, so a
+    later run's snapshot can tell the operator's own cordons from ours.
+    """
     changes = []
     for node in nodes:
         if node_cordoned(node) == cordoned:
             continue
-        core.patch_node(name_of(node), {"spec": {"unschedulable": cordoned}},
+        mark = {CORDONED_BY: "true" if cordoned else None}
+        core.patch_node(name_of(node), {"metadata": {"annotations": mark}, "spec": {"unschedulable": cordoned}},
                         dry_run="All" if dry_run else None, _preload_content=False)
         changes.append(Change("cordon" if cordoned else "uncordon", "Node", name_of(node),
                               before={"unschedulable": node_cordoned(node)},

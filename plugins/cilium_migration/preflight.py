@@ -107,6 +107,8 @@ def snapshot(clients: Clients, spec: MigrationSpec) -> dict[str, Any]:
         "nodegroups": groups,
         "aws_node": ds_snapshot,
         "old_nodes": [name_of(n) for n in old_nodes],
-        "old_nodes_cordoned": [name_of(n) for n in old_nodes if node_cordoned(n)],
+        # cordoned before the migration; cordons this DAG made in an earlier run (hold) are not kept
+        "old_nodes_cordoned": [name_of(n) for n in old_nodes
+                               if node_cordoned(n) and not nodes.cordoned_by_us(n)],
         "new_nodes": [name_of(n) for n in nodes.nodegroup_nodes(clients.core, [spec.new_nodegroup])],
     }

@@ -187,6 +187,16 @@ def test_cutover_moves_workloads_respecting_batches(twin: Twin, clients: Clients
     assert workloads.move(clients.core, names, batch_size=2, batch_timeout=5) == []
 
 
+def test_a_resumed_run_does_not_mistake_our_cordons_for_the_operators(clients: Clients,
+                                                                      spec: MigrationSpec) -> None:
+    """After a 'hold', the old nodes stay cordoned by us; a later run's snapshot must still let rollback
+    uncordon them, while a node the operator had cordoned before the migration stays cordoned."""
+    assert all(nodes.cordoned_by_us(n) for n in old_nodes(clients, spec))
+    snap = preflight.snapshot(clients, spec)
+    assert snap["resumed"] and snap["old_nodes_cordoned"] == []
+    assert snap["nodegroups"][spec.new_nodegroup]["desiredSize"] == 0
+
+
 def test_goldpinger_restart_lands_on_cilium_nodes_once_per_token(clients: Clients, spec: MigrationSpec) -> None:
     first = goldpinger.restart(clients.apps, spec.goldpinger_namespace, "Deployment", "run-1/cutover")
     assert len(first) == 1
@@ -201,6 +211,7 @@ def test_rollback_restores_the_snapshot(clients: Clients, spec: MigrationSpec) -
         "affinity": aws_node.unfenced_affinity(aws_node.affinity_of(snap_ds))}}}})
     assert restored and not aws_node.is_fenced(aws_node.read(clients.apps) or {})
     nodes.set_cordoned(clients.core, old_nodes(clients, spec), False)
+    assert not any(nodes.cordoned_by_us(n) or node_cordoned(n) for n in old_nodes(clients, spec))
     new = nodes.nodegroup_nodes(clients.core, [spec.new_nodegroup])
     nodes.set_cordoned(clients.core, new, True)
     workloads.move(clients.core, [name_of(n) for n in new], batch_size=5, batch_timeout=20, poll=0.1)
