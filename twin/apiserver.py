@@ -6,6 +6,10 @@ Threaded HTTP/1.1 with keep-alive; watches stream chunked. Order of a request: o
 resources (see ``twin.api.rest``), evictions (``twin.api.eviction``) and the service proxy. Errors are
 Kubernetes ``Status`` bodies. Every request is recorded in ``request_log``.
 
+Besides the admin token, ``add_user`` registers bearer tokens of restricted users: their requests are
+checked by an authorizer (``twin.rbac``) before faults and serving, and denied with 403 and the API
+server's own message; the admin routes are not theirs.
+
 Go clients (kubectl, Helm) do not send bearer tokens over plain HTTP, so ``tls=True`` adds an HTTPS
 listener on its own port (``tls_url``, self-signed certificate ``ca_pem``) serving the same API.
 """
@@ -37,6 +41,7 @@ from twin.api.messages import (
 from twin.api.rest import ResourceVerbs
 from twin.api.watching import WatchStream
 from twin.faults import Faults
+from twin.rbac import forbidden_message
 from twin.resources import SERVICES
 from twin.store import ApiError, Store, not_found
 
@@ -44,6 +49,7 @@ log = logging.getLogger(__name__)
 
 RouteHandler = Callable[[str, str, dict[str, list[str]], bytes], tuple[int, str, bytes]]
 ProxyHandler = Callable[[str, str, str, str, dict[str, list[str]]], tuple[int, str, bytes] | None]
+Authorizer = Callable[["RequestRecord"], bool]
 
 OPEN_PATHS = frozenset({"/version", "/healthz", "/readyz", "/livez"})
 ADMIN_USER = "kubernetes-admin"
@@ -84,6 +90,7 @@ class ApiServer:
         self.request_log: list[RequestRecord] = []
         self._verbs = ResourceVerbs(store)
         self._routes: list[tuple[str, RouteHandler]] = []
+        self._users: dict[str, tuple[str, Authorizer]] = {}  # "Bearer <token>" -> (user, authorizer)
         self._proxies: list[ProxyHandler] = []
         self._servers: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
         self._streams: set[WatchStream] = set()
@@ -139,6 +146,10 @@ class ApiServer:
         """Serve every path starting with ``prefix`` (after authentication) with ``handler``."""
         self._routes.append((prefix, handler))
 
+    def add_user(self, token: str, user: str, authorize: Authorizer) -> None:
+        """Accept ``token`` as ``user``, whose requests ``authorize`` must allow (else 403 Forbidden)."""
+        self._users[f"Bearer {token}"] = (user, authorize)
+
     def add_service_proxy(self, handler: ProxyHandler) -> None:
         """Answer GET .../services/{name}[:port]/proxy/{path}; the first handler not returning None wins."""
         self._proxies.append(handler)
@@ -155,10 +166,7 @@ class ApiServer:
         except Exception as e:  # a bug: answer 500 rather than dropping the connection
             log.exception("apiserver: %s %s failed", req.method, req.path)
             result = error_response(500, f"Internal error occurred: {e!r}", "InternalError")
-        code = result.status if isinstance(result, Response) else 200
-        record = RequestRecord(info.get("verb", ""), info.get("group", ""), info.get("resource", ""),
-                               info.get("subresource", ""), info.get("namespace", ""), info.get("name", ""),
-                               code, req.user, req.path)
+        record = _record(info, result.status if isinstance(result, Response) else 200, req)
         log_ = self.request_log
         log_.append(record)
         if len(log_) > _LOG_LIMIT:
@@ -174,12 +182,20 @@ class ApiServer:
             if path == "/version":
                 return json_response(discovery.VERSION_INFO)
             return Response(200, b"ok", "text/plain; charset=utf-8")
-        if self.token is not None:
-            if req.header("authorization") != f"Bearer {self.token}":
+        authorize: Authorizer | None = None
+        if self.token is not None or self._users:
+            credential = req.header("authorization")
+            if self.token is not None and credential == f"Bearer {self.token}":
+                req.user = ADMIN_USER
+            elif credential in self._users:
+                req.user, authorize = self._users[credential]
+            else:
                 return error_response(401, "Unauthorized")
-            req.user = ADMIN_USER
         for prefix, handler in self._routes:
             if path.startswith(prefix):
+                if authorize is not None:
+                    return error_response(403, f'forbidden: User "{req.user}" cannot '
+                                               f'{req.method.lower()} path "{path}"', "Forbidden")
                 status, content_type, body = handler(req.method, path, req.query, req.body)
                 return Response(status, body, content_type)
         target: routing.Target | None
@@ -191,6 +207,12 @@ class ApiServer:
         else:
             info.update(group=target.rt.group, resource=target.rt.plural, subresource=target.subresource or "",
                         namespace=target.namespace or "", name=target.name or "", verb=_verb(req, target))
+        if authorize is not None:
+            attributes = _record(info, 0, req)
+            if not authorize(attributes):
+                return error_response(403, forbidden_message(attributes, req.user), "Forbidden",
+                                      {"name": attributes.name, "group": attributes.api_group,
+                                       "kind": attributes.resource} if attributes.resource else None)
         fault = self.faults.api_error_for(req.method, path)
         if fault is not None:
             return fault_response(fault)
@@ -276,6 +298,12 @@ class ApiServer:
                 items.add(item)
             else:
                 items.discard(item)
+
+
+def _record(info: dict[str, str], code: int, req: Request) -> RequestRecord:
+    return RequestRecord(info.get("verb", ""), info.get("group", ""), info.get("resource", ""),
+                         info.get("subresource", ""), info.get("namespace", ""), info.get("name", ""),
+                         code, req.user, req.path)
 
 
 def _verb(req: Request, t: routing.Target) -> str:

@@ -10,6 +10,8 @@ Rules:
   and token. Fake AWS credentials live in the clients and files made here, never in ``os.environ``.
 - ``stop()`` is idempotent and removes the cluster from moto's per-process state, so the next twin in
   the same process can use the same cluster name.
+- With ``rbac=<ClusterRole YAML>`` a second token (``rbac_token``) authenticates as the subject its
+  ClusterRoleBinding names; that user's requests are authorized against the ClusterRole (403 when denied).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from twin.controllers.base import NODEGROUP_LABEL, Controller, run_until
 from twin.controllers.disruption import DisruptionController
 from twin.controllers.nodegroups import NodeGroupController
 from twin.goldpinger import GoldpingerModel
+from twin.rbac import ClusterRole, load_cluster_role
 from twin.resources import DAEMONSETS, DEPLOYMENTS, NODES, PODS
 from twin.scenario import Scenario, apply_objects
 from twin.store import Obj, Store
@@ -57,6 +60,7 @@ class Twin:
         eks_port: int = 0,
         tls_port: int = 0,
         settle_timeout: float = 60.0,
+        rbac: str | Path | None = None,
     ) -> None:
         self.scenario = scenario
         self.timing = timing if timing is not None else scenario.make_timing()
@@ -69,6 +73,12 @@ class Twin:
         self.eks = eks.EksServer(region=self.region, port=eks_port)
         self.api = ApiServer(self.store, port=kube_port, token=self.token, faults=self.faults, tls=True)
         self.api.tls_port = tls_port
+        self.rbac: ClusterRole | None = None
+        self.rbac_token = ""
+        if rbac is not None:
+            self.rbac = load_cluster_role(rbac)
+            self.rbac_token = secrets.token_urlsafe(32)
+            self.api.add_user(self.rbac_token, self.rbac.username, self.rbac.allows)
         self.controllers: list[Controller] = []
         self.goldpinger = GoldpingerModel(self.store, self.timing, self.faults)
         self.disruption: DisruptionController | None = None
@@ -284,9 +294,9 @@ class Twin:
         """A boto3 client for moto, with fake credentials and the scenario's region."""
         return self.eks.client(service)
 
-    def kubeconfig(self) -> dict[str, Any]:
-        """A kubeconfig for the twin's HTTPS endpoint with its CA and token, named as
-        ``aws eks update-kubeconfig`` names it (the cluster ARN)."""
+    def kubeconfig(self, *, token: str | None = None) -> dict[str, Any]:
+        """A kubeconfig for the twin's HTTPS endpoint with its CA and token (or ``token``, e.g. the
+        ``rbac_token``), named as ``aws eks update-kubeconfig`` names it (the cluster ARN)."""
         arn = f"arn:aws:eks:{self.region}:{eks.account_id()}:cluster/{self.cluster_name}"
         ca = base64.b64encode(self.api.ca_pem).decode()
         return {
@@ -296,7 +306,7 @@ class Twin:
             "clusters": [
                 {"name": arn, "cluster": {"server": self.kube_tls_url, "certificate-authority-data": ca}}
             ],
-            "users": [{"name": arn, "user": {"token": self.token}}],
+            "users": [{"name": arn, "user": {"token": token or self.token}}],
             "contexts": [{"name": arn, "context": {"cluster": arn, "user": arn, "namespace": "default"}}],
             "current-context": arn,
         }
@@ -304,8 +314,9 @@ class Twin:
     def write_kubeconfig(self, path: str | Path) -> None:
         _write_private(Path(path), yaml.safe_dump(self.kubeconfig(), sort_keys=False))
 
-    def airflow_connections(self) -> dict[str, dict[str, Any]]:
-        """The Airflow connections (JSON form) that reach this twin: aws_default and kubernetes_default."""
+    def airflow_connections(self, *, token: str | None = None) -> dict[str, dict[str, Any]]:
+        """The Airflow connections (JSON form) that reach this twin: aws_default and kubernetes_default
+        (its kubeconfig carrying ``token`` when given)."""
         return {
             "AIRFLOW_CONN_AWS_DEFAULT": {
                 "conn_type": "aws",
@@ -315,7 +326,7 @@ class Twin:
             },
             "AIRFLOW_CONN_KUBERNETES_DEFAULT": {
                 "conn_type": "kubernetes",
-                "extra": {"kube_config": self.kubeconfig(), "namespace": "default"},
+                "extra": {"kube_config": self.kubeconfig(token=token), "namespace": "default"},
             },
         }
 

@@ -277,8 +277,8 @@ class RollbackStartOperator(MigrationOperator):
 class MigrationApprovalOperator(HITLBranchOperator):
     """A human decides (UI "Required Actions" or REST ``hitlDetails``); the body is the evidence.
 
-    ``options_mapping`` maps each option to the task it leads to. ``defaults`` (applied on timeout)
-    must never be "proceed".
+    ``options_mapping`` maps each option to the task it leads to. ``defaults`` (applied when the
+    ``timeouts.approval`` param runs out) must never be "proceed".
     """
 
     def __init__(self, *, evidence_title: str, mesh_task_id: str, changes: Sequence[str],
@@ -307,6 +307,7 @@ class MigrationApprovalOperator(HITLBranchOperator):
         except Exception as exc:  # evidence is best effort; the decision is the human's
             node_lines = [f"could not list nodes: {exc}".splitlines()[0]]
         extra = ["**Dry run**: nothing was changed; approving continues the dry run."] if spec.dry_run else []
+        self.response_timeout = timedelta(seconds=spec.timeouts.approval)  # then ``defaults`` apply
         self.body = approvals.evidence(title=self.evidence_title, mesh=mesh, node_lines=node_lines,
                                        changes=self.changes, options=self.options, extra=extra)
         return super().execute(context)

@@ -1,6 +1,8 @@
 """End-to-end fixtures: one local Airflow for the session, a fresh twin per test, connections over REST.
 
 Each test's twin gets its own connection ids, passed to the DAG as params, so one Airflow serves every test.
+Teardown always runs: a run the test left going is marked failed (the DAG allows one active run, so it
+would block the next test), the twin is stopped, and at the end of the session Airflow is stopped.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,13 +19,17 @@ import pytest
 from localrun.airflow import USERNAME, LocalAirflow
 from localrun.demo import DAG_ID, parse_env_file
 from localrun.rest import AirflowRest
+from tests.e2e.helpers import stop_active_runs
+from twin.cluster import Twin
+
+TIMING_SCALE = 0.15  # the twin's delays (node provisioning, pod start, ...) at 15%: a run takes ~80 s
 
 
 @dataclass
 class Connected:
     """A running twin and the Airflow connection ids that reach it."""
 
-    twin: object
+    twin: Twin
     aws_conn_id: str
     kubernetes_conn_id: str
 
@@ -30,8 +37,8 @@ class Connected:
 @pytest.fixture(scope="session")
 def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowRest]:
     af = LocalAirflow(home=tmp_path_factory.mktemp("airflow-home"))
-    af.start()
     try:
+        af.start()
         rest = AirflowRest(af.url, USERNAME, af.password)
         rest.login()
         rest.wait_for_dag(DAG_ID)
@@ -40,10 +47,10 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowRest]:
         af.stop()
 
 
-def connect(rest: AirflowRest, twin: object, tmp_path: Path) -> tuple[str, str]:
+def connect(rest: AirflowRest, twin: Twin, tmp_path: Path) -> tuple[str, str]:
     """Create an AWS and a Kubernetes connection for this twin; return their ids."""
     env_file = tmp_path / "twin.env"
-    twin.write_env_file(env_file)  # type: ignore[attr-defined]
+    twin.write_env_file(env_file)
     env = parse_env_file(env_file)
     suffix = uuid.uuid4().hex[:8]
     ids = []
@@ -57,16 +64,24 @@ def connect(rest: AirflowRest, twin: object, tmp_path: Path) -> tuple[str, str]:
     return ids[0], ids[1]
 
 
-@pytest.fixture
-def cluster(airflow: AirflowRest, tmp_path: Path) -> Iterator[Connected]:
-    from twin.cluster import Twin
+@contextmanager
+def connected_twin(rest: AirflowRest, tmp_path: Path) -> Iterator[Connected]:
+    """A default-scenario twin with fast timing, reachable from Airflow; stopped (and any run of the
+    DAG still going marked failed) on the way out, whatever happened."""
     from twin.config import Timing
     from twin.scenario import load_scenario
 
-    twin = Twin(load_scenario("default"), timing=Timing().scaled(0.15))
+    twin = Twin(load_scenario("default"), timing=Timing().scaled(TIMING_SCALE))
     twin.start()
     try:
-        aws_id, k8s_id = connect(airflow, twin, tmp_path)
+        aws_id, k8s_id = connect(rest, twin, tmp_path)
         yield Connected(twin, aws_id, k8s_id)
     finally:
+        stop_active_runs(rest)
         twin.stop()
+
+
+@pytest.fixture
+def cluster(airflow: AirflowRest, tmp_path: Path) -> Iterator[Connected]:
+    with connected_twin(airflow, tmp_path) as connected:
+        yield connected

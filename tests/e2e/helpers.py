@@ -1,0 +1,287 @@
+"""What the end-to-end tests share: driving a run over REST, explaining a failed run, reading the twin.
+
+Rules:
+- A run is driven only through Airflow's public REST API (``AirflowRest.follow``); each approval is
+  answered with ``localrun.approvals.pick(wanted=...)`` from a per-gate script. An approval the script
+  does not name fails the test (the DAG asked a question the test did not expect).
+- Cluster state is read from the twin: through the official client over HTTP, boto3 against the EKS
+  API, or the twin's store (the cluster's etcd) where a test compares whole states.
+- Every assertion about a run carries ``explain(...)``: task states and the failed tries' logs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from kubernetes import client as k8s
+
+from localrun.approvals import pick
+from localrun.rest import AirflowRest, PendingApproval
+from twin.cluster import Twin
+from twin.resources import DAEMONSETS, NODES, PODS
+from twin.store import Obj
+
+DAG_ID = "eks_cilium_migration"
+OLD_GROUP, NEW_GROUP = "ng-1", "ng-cilium"
+NODEGROUP_LABEL = "eks.amazonaws.com/nodegroup"
+CNI_LABEL = "cni"
+CNI_ANNOTATION = "twin.cilium-migration.io/cni"
+GOLDPINGER_LABEL = "app.kubernetes.io/name"
+CUTOVER_GATE, DECOMMISSION_GATE = "approve_cutover.approve", "approve_decommission.approve"
+
+# Waits sized for the twin at Timing().scaled(0.15): every one finishes in seconds when things work.
+FAST_TIMEOUTS = {"nodegroup": 60, "nodes_ready": 60, "rollout": 60, "mesh": 45, "eviction": 60,
+                 "poll_interval": 1, "ping_tolerance": 10}
+RUN_TIMEOUT_S = 270.0
+
+
+@dataclass
+class Run:
+    """A finished DAG run: its final state, every task's state, and the approvals answered."""
+
+    run_id: str
+    state: str
+    tasks: dict[str, str | None]
+    answered: list[tuple[str, str]] = field(default_factory=list)  # (task_id, option)
+    bodies: dict[str, str] = field(default_factory=dict)  # task_id -> evidence shown
+
+
+def conf_for(cluster: Any, **overrides: Any) -> dict[str, Any]:
+    """The DAG conf that points a run at this test's twin, with short waits."""
+    twin: Twin = cluster.twin
+    conf: dict[str, Any] = {
+        "cluster_name": twin.cluster_name, "region": twin.region,
+        "aws_conn_id": cluster.aws_conn_id, "kubernetes_conn_id": cluster.kubernetes_conn_id,
+        "timeouts": dict(FAST_TIMEOUTS),
+    }
+    timeouts = overrides.pop("timeouts", {})
+    conf["timeouts"].update(timeouts)
+    conf.update(overrides)
+    return conf
+
+
+def drive(rest: AirflowRest, conf: Mapping[str, Any], *, answers: Mapping[str, str],
+          after_trigger: Callable[[str], None] | None = None, timeout: float = RUN_TIMEOUT_S) -> Run:
+    """Trigger a run, answer its approvals from ``answers`` (gate task id -> wanted option prefix), wait
+    for the end. A run still going when this raises is marked failed (the DAG allows one active run)."""
+    run_id = rest.trigger(DAG_ID, dict(conf))
+    answered: list[tuple[str, str]] = []
+    bodies: dict[str, str] = {}
+
+    def decide(approval: PendingApproval) -> str:
+        wanted = answers.get(approval.task_id)
+        if wanted is None:
+            raise AssertionError(f"unexpected approval {approval.task_id!r}: {approval.subject}\n"
+                                 + explain(rest, run_id))
+        option = pick(approval, wanted=wanted).option
+        answered.append((approval.task_id, option))
+        bodies[approval.task_id] = approval.body
+        return option
+
+    try:
+        if after_trigger is not None:
+            after_trigger(run_id)
+        state = rest.follow(DAG_ID, run_id, decide=decide, timeout=timeout, poll=1.0)
+    except BaseException:
+        stop_run(rest, run_id)
+        raise
+    return Run(run_id, state, rest.task_states(DAG_ID, run_id), answered, bodies)
+
+
+def stop_run(rest: AirflowRest, run_id: str) -> None:
+    """Mark a run failed if it has not ended (best effort: used while cleaning up)."""
+    try:
+        if rest.run_state(DAG_ID, run_id) not in ("success", "failed"):
+            rest.request("PATCH", f"/dags/{DAG_ID}/dagRuns/{run_id}", json={"state": "failed"})
+    except requests.RequestException:
+        pass
+
+
+def stop_active_runs(rest: AirflowRest) -> None:
+    """Mark every queued or running run of the DAG failed (a test that died must not block the next)."""
+    try:
+        runs = rest.request("GET", f"/dags/{DAG_ID}/dagRuns", params={"limit": 100}).get("dag_runs", [])
+    except requests.RequestException:
+        return
+    for run in runs:
+        if run.get("state") in ("queued", "running"):
+            stop_run(rest, run["dag_run_id"])
+
+
+def explain(rest: AirflowRest, run: Run | str, *, lines: int = 40) -> str:
+    """Task states, then the last ``lines`` log lines of every failed try: the message of a failed check."""
+    run_id = run.run_id if isinstance(run, Run) else run
+    try:
+        data = rest.request("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
+    except requests.RequestException as exc:
+        return f"(could not read task instances of {run_id}: {exc})"
+    tis = sorted(data["task_instances"], key=lambda ti: (ti.get("start_date") or "~", ti["task_id"]))
+    out = [f"run {run_id}: " + ", ".join(f"{ti['task_id']}={ti['state']}" for ti in tis)]
+    for ti in tis:
+        if ti["state"] != "failed":
+            continue
+        for attempt in range(1, int(ti.get("try_number") or 1) + 1):
+            try:
+                log = rest.task_log(DAG_ID, run_id, ti["task_id"], attempt)
+            except requests.RequestException as exc:
+                log = f"(no log: {exc})"
+            tail = "\n".join(log.splitlines()[-lines:])
+            out.append(f"---- {ti['task_id']} try {attempt} ----\n{tail}")
+    return "\n".join(out)
+
+
+def clear_tasks(rest: AirflowRest, run_id: str, task_ids: Iterable[str]) -> None:
+    """Re-run these tasks of a finished run, and nothing downstream of them."""
+    rest.request("POST", f"/dags/{DAG_ID}/clearTaskInstances",
+                 json={"dry_run": False, "task_ids": list(task_ids), "dag_run_id": run_id,
+                       "only_failed": False, "include_downstream": False, "include_upstream": False,
+                       "reset_dag_runs": True})
+
+
+# ---- reading the twin ---------------------------------------------------------------------------
+
+
+def core(twin: Twin) -> k8s.CoreV1Api:
+    return k8s.CoreV1Api(twin.kube_client())
+
+
+def apps(twin: Twin) -> k8s.AppsV1Api:
+    return k8s.AppsV1Api(twin.kube_client())
+
+
+def node_groups(twin: Twin) -> dict[str, dict[str, Any]]:
+    """Every EKS node group of the cluster as ``describe_nodegroup`` returns it (boto3 against moto)."""
+    eks = twin.boto3_client("eks")
+    names = eks.list_nodegroups(clusterName=twin.cluster_name)["nodegroups"]
+    return {n: eks.describe_nodegroup(clusterName=twin.cluster_name, nodegroupName=n)["nodegroup"]
+            for n in sorted(names)}
+
+
+def nodes_of(twin: Twin, group: str) -> list[k8s.V1Node]:
+    return list(core(twin).list_node(label_selector=f"{NODEGROUP_LABEL}={group}").items)
+
+
+def node_ready(node: k8s.V1Node) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+
+
+def is_workload_pod(pod: k8s.V1Pod) -> bool:
+    """Neither a DaemonSet's pod nor a hostNetwork pod: what cutover must move to Cilium nodes."""
+    owners = pod.metadata.owner_references or []
+    return not pod.spec.host_network and not any(o.kind == "DaemonSet" for o in owners)
+
+
+def workload_pods(twin: Twin) -> list[k8s.V1Pod]:
+    return [p for p in core(twin).list_pod_for_all_namespaces().items if is_workload_pod(p)]
+
+
+def pod_ready(pod: k8s.V1Pod) -> bool:
+    return pod.status.phase == "Running" and any(
+        c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def describe_pod(pod: k8s.V1Pod) -> str:
+    cni = (pod.metadata.annotations or {}).get(CNI_ANNOTATION)
+    return f"{pod.metadata.namespace}/{pod.metadata.name} on {pod.spec.node_name} ({pod.status.phase}, cni={cni})"
+
+
+def mesh_failures(twin: Twin, namespace: str = "default") -> list[str]:
+    """goldpinger's ``/check_all`` through the API server's service proxy: every instance answered and
+    every nested ``podResults[*].OK`` is true. Returns what is not (empty: the full mesh is healthy)."""
+    resp = core(twin).connect_get_namespaced_service_proxy_with_path(
+        "goldpinger:8080", namespace, "check_all", _preload_content=False)
+    answer = json.loads(resp.data)
+    responses = answer.get("responses") or {}
+    problems = [] if responses else ["no goldpinger instance answered"]
+    for pod, entry in sorted(responses.items()):
+        if not entry.get("OK"):
+            problems.append(f"{pod}: not reachable ({entry.get('error')})")
+            continue
+        results = (entry.get("response") or {}).get("podResults") or {}
+        if len(results) != len(responses):
+            problems.append(f"{pod}: pinged {len(results)} of {len(responses)} instances")
+        problems += [f"{pod} -> {peer}: {r.get('error')}" for peer, r in sorted(results.items()) if not r.get("OK")]
+    return problems
+
+
+def deployments_at_full_strength(twin: Twin) -> list[str]:
+    """Deployments whose ready replicas fall short of spec.replicas (empty: every one is whole)."""
+    short = []
+    for d in apps(twin).list_deployment_for_all_namespaces().items:
+        want, ready = d.spec.replicas or 0, d.status.ready_replicas or 0
+        if ready < want:
+            short.append(f"{d.metadata.namespace}/{d.metadata.name}: {ready}/{want} ready")
+    return short
+
+
+# ---- whole-state snapshots ----------------------------------------------------------------------
+
+
+def is_goldpinger(obj: Obj) -> bool:
+    meta = obj.get("metadata") or {}
+    return meta.get("name", "").startswith("goldpinger") or (meta.get("labels") or {}).get(
+        GOLDPINGER_LABEL) == "goldpinger"
+
+
+# Kinds whose members are replaced as a matter of course (pods are compared by owner and node instead;
+# events and endpoints follow pods; controllerrevisions are a DaemonSet's template history).
+_CHURNING = frozenset({PODS.key, "events", "endpoints", "controllerrevisions.apps"})
+
+
+def cluster_state(twin: Twin, *, keep_cni_label: bool = False) -> dict[str, Any]:
+    """The cluster as rollback must restore it, normalized (see test_rollback's docstring): nodes (labels
+    without ``cni``, taints, cordon, readiness), DaemonSet and Deployment specs, which objects exist,
+    where pods run, node groups' sizes and taints. goldpinger's objects are left out."""
+    dump = twin.store.dump()
+    nodes = {}
+    for node in dump[NODES.key]:
+        labels = dict(node["metadata"].get("labels") or {})
+        if not keep_cni_label:
+            labels.pop(CNI_LABEL, None)
+        nodes[node["metadata"]["name"]] = {
+            "labels": labels, "taints": node["spec"].get("taints") or [],
+            "unschedulable": bool(node["spec"].get("unschedulable")),
+            "ready": any(c.get("type") == "Ready" and c.get("status") == "True"
+                         for c in (node.get("status") or {}).get("conditions") or []),
+        }
+    specs = {key: {f"{o['metadata']['namespace']}/{o['metadata']['name']}": o["spec"]
+                   for o in dump[key] if not is_goldpinger(o)}
+             for key in (DAEMONSETS.key, "deployments.apps")}
+    objects = sorted(f"{key} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}"
+                     for key, objs in dump.items() if key not in _CHURNING for o in objs if not is_goldpinger(o))
+    pods = sorted(f"{p['metadata']['namespace']}/{_owner(p)} on {p['spec'].get('nodeName')} "
+                  f"{(p.get('status') or {}).get('phase')}" for p in dump[PODS.key] if not is_goldpinger(p))
+    groups = {name: {k: ng.get(k) for k in ("scalingConfig", "labels", "taints", "status")}
+              for name, ng in node_groups(twin).items()}
+    return {"nodes": nodes, "specs": specs, "objects": objects, "pods": pods, "nodegroups": groups}
+
+
+def _owner(pod: Obj) -> str:
+    """DaemonSet name, or Deployment name through its ReplicaSet's pod-template-hash, or the pod's own."""
+    owners = pod["metadata"].get("ownerReferences") or []
+    if not owners:
+        return pod["metadata"]["name"]
+    ref = owners[0]
+    if ref.get("kind") == "ReplicaSet":
+        hash_ = (pod["metadata"].get("labels") or {}).get("pod-template-hash", "")
+        return f"ReplicaSet/{ref['name']}".removesuffix(f"-{hash_}") + f" (hash {hash_})"
+    return f"{ref.get('kind')}/{ref.get('name')}"
+
+
+def differences(before: Any, after: Any, path: str = "") -> list[str]:
+    """Readable paths where two JSON-like values differ."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out = []
+        for key in sorted(set(before) | set(after), key=str):
+            out += differences(before.get(key, "<absent>"), after.get(key, "<absent>"), f"{path}.{key}")
+        return out
+    if isinstance(before, list) and isinstance(after, list) and all(isinstance(x, str) for x in before + after):
+        gone, new = Counter(before) - Counter(after), Counter(after) - Counter(before)
+        return [f"{path}: gone {sorted(gone.elements())}, new {sorted(new.elements())}"] if gone or new else []
+    return [] if before == after else [f"{path}: {json.dumps(before, default=str)[:300]} -> "
+                                       f"{json.dumps(after, default=str)[:300]}"]

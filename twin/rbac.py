@@ -1,0 +1,211 @@
+"""RBAC as Kubernetes' authorizer decides it: does a ClusterRole allow a request?
+
+Rules (Kubernetes' semantics):
+- A request is allowed when any rule of the role matches it, or any rule every authenticated user holds
+  in a real cluster (``system:discovery``, ``system:public-info-viewer``: GET on ``/api``, ``/apis``,
+  ``/version``, ``/healthz``...).
+- A resource rule matches when its apiGroups, resources and verbs each contain the request's value or
+  ``*``. A subresource is named with its resource (``pods/eviction``, ``services/proxy``) and is never
+  implied by the resource (``pods`` does not allow ``pods/eviction``); ``*/scale`` names that subresource
+  of every resource. ``resourceNames``, when given, must contain the request's name, so a request
+  without one (list, watch, create, deletecollection) never matches such a rule.
+- A non-resource rule matches a request without a resource whose path is one of its nonResourceURLs; a
+  trailing ``*`` matches by prefix.
+- ``bind``, ``escalate`` and ``impersonate`` are never a request's verb: the API server checks them while
+  serving another request (creating a role binding or a role), so no request log shows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+AUTHORIZATION_ONLY_VERBS = frozenset({"bind", "escalate", "impersonate"})
+
+
+class RequestAttributes(Protocol):
+    """What an authorizer sees of a request (``twin.apiserver.RequestRecord`` has these)."""
+
+    @property
+    def verb(self) -> str: ...
+    @property
+    def api_group(self) -> str: ...
+    @property
+    def resource(self) -> str: ...
+    @property
+    def subresource(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+
+
+def resource_of(request: RequestAttributes) -> str:
+    """``pods`` or ``pods/eviction``: the resource as rules name it."""
+    return f"{request.resource}/{request.subresource}" if request.subresource else request.resource
+
+
+@dataclass(frozen=True)
+class Permission:
+    """One verb on one resource (optionally one name), or one verb on one non-resource URL."""
+
+    verb: str
+    api_group: str = ""
+    resource: str = ""
+    resource_name: str = ""
+    non_resource_url: str = ""
+
+    def __str__(self) -> str:
+        if self.non_resource_url:
+            return f"{self.verb} {self.non_resource_url}"
+        group = self.api_group or "core"
+        named = f" {self.resource_name!r}" if self.resource_name else ""
+        return f"{self.verb} {group}/{self.resource}{named}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A PolicyRule."""
+
+    verbs: tuple[str, ...]
+    api_groups: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+    resource_names: tuple[str, ...] = ()
+    non_resource_urls: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, rule: Mapping[str, Any]) -> Rule:
+        def strings(key: str) -> tuple[str, ...]:
+            return tuple(str(v) for v in rule.get(key) or ())
+
+        return cls(strings("verbs"), strings("apiGroups"), strings("resources"), strings("resourceNames"),
+                   strings("nonResourceURLs"))
+
+    def matches(self, request: RequestAttributes) -> bool:
+        if not _contains(self.verbs, request.verb):
+            return False
+        if not request.resource:
+            return any(_url_matches(url, request.path) for url in self.non_resource_urls)
+        return (_contains(self.api_groups, request.api_group)
+                and any(_resource_matches(r, request.resource, request.subresource) for r in self.resources)
+                and (not self.resource_names or request.name in self.resource_names))
+
+    def permissions(self) -> Iterator[Permission]:
+        """Every verb x group x resource (x name) the rule grants, as written (wildcards stay ``*``)."""
+        for verb in self.verbs:
+            for url in self.non_resource_urls:
+                yield Permission(verb, non_resource_url=url)
+            for group in self.api_groups:
+                for resource in self.resources:
+                    for name in self.resource_names or ("",):
+                        yield Permission(verb, group, resource, name)
+
+
+@dataclass(frozen=True)
+class Subject:
+    kind: str  # User, Group or ServiceAccount
+    name: str
+    namespace: str = ""
+
+    @property
+    def username(self) -> str:
+        """The name the API server authenticates this subject as."""
+        if self.kind == "ServiceAccount":
+            return f"system:serviceaccount:{self.namespace}:{self.name}"
+        return self.name
+
+
+@dataclass(frozen=True)
+class ClusterRole:
+    """A ClusterRole and the subjects its ClusterRoleBindings bind it to."""
+
+    name: str
+    rules: tuple[Rule, ...]
+    subjects: tuple[Subject, ...] = ()
+
+    def allows(self, request: RequestAttributes) -> bool:
+        """Whether the role, or what every authenticated user may do, allows the request."""
+        return any(rule.matches(request) for rule in (*self.rules, *AUTHENTICATED_DEFAULTS))
+
+    def permissions(self) -> list[Permission]:
+        return [p for rule in self.rules for p in rule.permissions()]
+
+    @property
+    def username(self) -> str:
+        """The first bound subject's user name (the identity a twin's RBAC token authenticates as)."""
+        if not self.subjects:
+            raise ValueError(f"ClusterRole {self.name!r} is bound to no subject")
+        return self.subjects[0].username
+
+
+# system:discovery, system:public-info-viewer and system:basic-user, as bound to system:authenticated
+AUTHENTICATED_DEFAULTS: tuple[Rule, ...] = (
+    Rule(("get",), non_resource_urls=("/api", "/api/*", "/apis", "/apis/*", "/openapi", "/openapi/*",
+                                      "/version", "/version/", "/healthz", "/livez", "/readyz")),
+    Rule(("create",), ("authorization.k8s.io",), ("selfsubjectaccessreviews", "selfsubjectrulesreviews")),
+)
+
+
+def permission_matches(permission: Permission, request: RequestAttributes) -> bool:
+    """Whether this one permission (with its name, if any) allows the request."""
+    rule = Rule((permission.verb,), (permission.api_group,), (permission.resource,) if permission.resource else (),
+                (permission.resource_name,) if permission.resource_name else (),
+                (permission.non_resource_url,) if permission.non_resource_url else ())
+    return rule.matches(request)
+
+
+def load_cluster_role(path: str | Path) -> ClusterRole:
+    """The one ClusterRole in a YAML file, with the subjects of the ClusterRoleBindings there that bind it."""
+    docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
+    return cluster_role_from(docs)
+
+
+def cluster_role_from(docs: Iterable[Mapping[str, Any]]) -> ClusterRole:
+    docs = list(docs)
+    roles = [d for d in docs if d.get("kind") == "ClusterRole"]
+    if len(roles) != 1:
+        raise ValueError(f"expected exactly one ClusterRole, found {len(roles)}")
+    role = roles[0]
+    name = str(role["metadata"]["name"])
+    subjects = tuple(
+        Subject(str(s["kind"]), str(s["name"]), str(s.get("namespace") or ""))
+        for d in docs if d.get("kind") == "ClusterRoleBinding"
+        and (d.get("roleRef") or {}).get("kind") == "ClusterRole" and d["roleRef"].get("name") == name
+        for s in d.get("subjects") or ()
+    )
+    return ClusterRole(name, tuple(Rule.from_dict(r) for r in role.get("rules") or ()), subjects)
+
+
+def forbidden_message(request: RequestAttributes, user: str) -> str:
+    """The message of the API server's 403 Status, word for word."""
+    if not request.resource:
+        return f'forbidden: User "{user}" cannot {request.verb} path "{request.path}"'
+    group_resource = f"{request.resource}.{request.api_group}" if request.api_group else request.resource
+    subject = f'{group_resource} "{request.name}"' if request.name else group_resource
+    where = (f'in the namespace "{request.namespace}"' if request.namespace else "at the cluster scope")
+    return (f'{subject} is forbidden: User "{user}" cannot {request.verb} resource "{resource_of(request)}" '
+            f'in API group "{request.api_group}" {where}')
+
+
+def _contains(values: tuple[str, ...], value: str) -> bool:
+    return "*" in values or value in values
+
+
+def _resource_matches(rule_resource: str, resource: str, subresource: str) -> bool:
+    if rule_resource == "*":
+        return True
+    if not subresource:
+        return rule_resource == resource
+    return rule_resource in (f"{resource}/{subresource}", f"*/{subresource}")
+
+
+def _url_matches(rule_url: str, path: str) -> bool:
+    if rule_url == "*" or rule_url == path:
+        return True
+    return rule_url.endswith("*") and path.startswith(rule_url[:-1])
