@@ -10,8 +10,9 @@ Rules:
   and token. Fake AWS credentials live in the clients and files made here, never in ``os.environ``.
 - ``stop()`` is idempotent and removes the cluster from moto's per-process state, so the next twin in
   the same process can use the same cluster name.
-- With ``rbac=<ClusterRole YAML>`` a second token (``rbac_token``) authenticates as the subject its
-  ClusterRoleBinding names; that user's requests are authorized against the ClusterRole (403 when denied).
+- With ``rbac=<RBAC YAML>`` (roles and their bindings, ``twin.rbac``) a second token (``rbac_token``)
+  authenticates as the subject the bindings name; its requests are authorized against those roles
+  (403 Forbidden when denied).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from twin.controllers.base import NODEGROUP_LABEL, Controller, run_until
 from twin.controllers.disruption import DisruptionController
 from twin.controllers.nodegroups import NodeGroupController
 from twin.goldpinger import GoldpingerModel
-from twin.rbac import ClusterRole, load_cluster_role
+from twin.rbac import Policy, load_policy
 from twin.resources import DAEMONSETS, DEPLOYMENTS, NODES, PODS
 from twin.scenario import Scenario, apply_objects
 from twin.store import Obj, Store
@@ -73,10 +74,10 @@ class Twin:
         self.eks = eks.EksServer(region=self.region, port=eks_port)
         self.api = ApiServer(self.store, port=kube_port, token=self.token, faults=self.faults, tls=True)
         self.api.tls_port = tls_port
-        self.rbac: ClusterRole | None = None
+        self.rbac: Policy | None = None
         self.rbac_token = ""
         if rbac is not None:
-            self.rbac = load_cluster_role(rbac)
+            self.rbac = load_policy(rbac)
             self.rbac_token = secrets.token_urlsafe(32)
             self.api.add_user(self.rbac_token, self.rbac.username, self.rbac.allows)
         self.controllers: list[Controller] = []

@@ -6,6 +6,8 @@ Rules:
 - moto keeps its state per process (account, region). ``read_nodegroups`` reads that state directly,
   read-only: the node-group controller polls it without HTTP round trips. Everything that changes EKS
   goes through boto3 against the server, as the DAG does.
+- Every request the server answers is recorded in ``request_log`` (``twin.aws_requests``): which IAM
+  actions a client called, with which access key.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 import boto3
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.server import ThreadedMotoServer
+
+from twin.aws_requests import AwsRequest, AwsRequestRecorder
 
 FAKE_ACCESS_KEY = "testing"
 FAKE_SECRET_KEY = "testing"
@@ -45,6 +49,12 @@ class EksServer:
         self.region, self.host = region, host
         self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         self.port = 0
+        self._recorder: AwsRequestRecorder | None = None
+
+    @property
+    def request_log(self) -> list[AwsRequest]:
+        """Every request served since start(), oldest first."""
+        return self._recorder.log if self._recorder is not None else []
 
     @property
     def url(self) -> str:
@@ -56,6 +66,10 @@ class EksServer:
             werkzeug_log.setLevel(logging.WARNING)  # moto's server logs every request otherwise
         self._server.start()
         self.port = self._server.get_host_and_port()[1]
+        wsgi = self._server._server  # werkzeug's server: wrap its app before any client knows the port
+        if wsgi is not None:
+            self._recorder = AwsRequestRecorder(wsgi.app)
+            wsgi.app = self._recorder
 
     def stop(self) -> None:
         self._server.stop()

@@ -1,7 +1,10 @@
-"""RBAC as Kubernetes' authorizer decides it: does a ClusterRole allow a request?
+"""RBAC as Kubernetes' authorizer decides it: do the roles bound to a subject allow a request?
+
+A ``Policy`` is what one YAML file binds to one subject: the rules of its ClusterRoles (through
+ClusterRoleBindings: every namespace) and of its Roles (through RoleBindings: that namespace only).
 
 Rules (Kubernetes' semantics):
-- A request is allowed when any rule of the role matches it, or any rule every authenticated user holds
+- A request is allowed when any rule of the policy matches it, or any rule every authenticated user holds
   in a real cluster (``system:discovery``, ``system:public-info-viewer``: GET on ``/api``, ``/apis``,
   ``/version``, ``/healthz``...).
 - A resource rule matches when its apiGroups, resources and verbs each contain the request's value or
@@ -53,20 +56,22 @@ def resource_of(request: RequestAttributes) -> str:
 
 @dataclass(frozen=True)
 class Permission:
-    """One verb on one resource (optionally one name), or one verb on one non-resource URL."""
+    """One verb on one resource (optionally one name, one namespace), or one verb on one non-resource URL."""
 
     verb: str
     api_group: str = ""
     resource: str = ""
     resource_name: str = ""
     non_resource_url: str = ""
+    namespace: str = ""  # "" for every namespace
 
     def __str__(self) -> str:
         if self.non_resource_url:
             return f"{self.verb} {self.non_resource_url}"
         group = self.api_group or "core"
         named = f" {self.resource_name!r}" if self.resource_name else ""
-        return f"{self.verb} {group}/{self.resource}{named}"
+        where = f" in {self.namespace}" if self.namespace else ""
+        return f"{self.verb} {group}/{self.resource}{named}{where}"
 
 
 @dataclass(frozen=True)
@@ -78,17 +83,20 @@ class Rule:
     resources: tuple[str, ...] = ()
     resource_names: tuple[str, ...] = ()
     non_resource_urls: tuple[str, ...] = ()
+    namespace: str = ""  # a Role's rule holds in its namespace only
 
     @classmethod
-    def from_dict(cls, rule: Mapping[str, Any]) -> Rule:
+    def from_dict(cls, rule: Mapping[str, Any], namespace: str = "") -> Rule:
         def strings(key: str) -> tuple[str, ...]:
             return tuple(str(v) for v in rule.get(key) or ())
 
         return cls(strings("verbs"), strings("apiGroups"), strings("resources"), strings("resourceNames"),
-                   strings("nonResourceURLs"))
+                   strings("nonResourceURLs"), namespace)
 
     def matches(self, request: RequestAttributes) -> bool:
         if not _contains(self.verbs, request.verb):
+            return False
+        if self.namespace and request.namespace != self.namespace:
             return False
         if not request.resource:
             return any(_url_matches(url, request.path) for url in self.non_resource_urls)
@@ -104,7 +112,7 @@ class Rule:
             for group in self.api_groups:
                 for resource in self.resources:
                     for name in self.resource_names or ("",):
-                        yield Permission(verb, group, resource, name)
+                        yield Permission(verb, group, resource, name, namespace=self.namespace)
 
 
 @dataclass(frozen=True)
@@ -122,15 +130,14 @@ class Subject:
 
 
 @dataclass(frozen=True)
-class ClusterRole:
-    """A ClusterRole and the subjects its ClusterRoleBindings bind it to."""
+class Policy:
+    """The rules bound to a subject (a Role's rules carry its namespace)."""
 
-    name: str
     rules: tuple[Rule, ...]
     subjects: tuple[Subject, ...] = ()
 
     def allows(self, request: RequestAttributes) -> bool:
-        """Whether the role, or what every authenticated user may do, allows the request."""
+        """Whether the policy, or what every authenticated user may do, allows the request."""
         return any(rule.matches(request) for rule in (*self.rules, *AUTHENTICATED_DEFAULTS))
 
     def permissions(self) -> list[Permission]:
@@ -138,9 +145,7 @@ class ClusterRole:
 
     @property
     def username(self) -> str:
-        """The first bound subject's user name (the identity a twin's RBAC token authenticates as)."""
-        if not self.subjects:
-            raise ValueError(f"ClusterRole {self.name!r} is bound to no subject")
+        """The bound subject's user name (the identity a twin's RBAC token authenticates as)."""
         return self.subjects[0].username
 
 
@@ -153,33 +158,66 @@ AUTHENTICATED_DEFAULTS: tuple[Rule, ...] = (
 
 
 def permission_matches(permission: Permission, request: RequestAttributes) -> bool:
-    """Whether this one permission (with its name, if any) allows the request."""
+    """Whether this one permission (with its name and namespace, if any) allows the request."""
     rule = Rule((permission.verb,), (permission.api_group,), (permission.resource,) if permission.resource else (),
                 (permission.resource_name,) if permission.resource_name else (),
-                (permission.non_resource_url,) if permission.non_resource_url else ())
+                (permission.non_resource_url,) if permission.non_resource_url else (), permission.namespace)
     return rule.matches(request)
 
 
-def load_cluster_role(path: str | Path) -> ClusterRole:
-    """The one ClusterRole in a YAML file, with the subjects of the ClusterRoleBindings there that bind it."""
-    docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
-    return cluster_role_from(docs)
+def covers(role: Policy, rules: Iterable[Rule]) -> bool:
+    """Whether ``role`` grants every permission of ``rules``: the API server's check that creating a role
+    with these rules, or binding one, escalates nothing (otherwise ``escalate`` / ``bind`` is needed).
+    A wildcard in ``rules`` is covered only by the same wildcard."""
+    return all(_granted(role, p) for rule in rules for p in rule.permissions())
 
 
-def cluster_role_from(docs: Iterable[Mapping[str, Any]]) -> ClusterRole:
+def _granted(role: Policy, permission: Permission) -> bool:
+    if permission.non_resource_url:
+        return any(permission.verb in r.verbs and permission.non_resource_url in r.non_resource_urls
+                   or ("*" in r.verbs and "*" in r.non_resource_urls) for r in role.rules)
+    resource, _, subresource = permission.resource.partition("/")
+    request = _Attributes(permission.verb, permission.api_group, resource, subresource, permission.namespace,
+                          permission.resource_name, "")
+    return any(rule.matches(request) for rule in role.rules)
+
+
+@dataclass(frozen=True)
+class _Attributes:
+    verb: str
+    api_group: str
+    resource: str
+    subresource: str
+    namespace: str
+    name: str
+    path: str
+
+
+def load_policy(path: str | Path) -> Policy:
+    """The rules a YAML file's bindings give their one subject."""
+    return policy_from(d for d in yaml.safe_load_all(Path(path).read_text()) if d)
+
+
+def policy_from(docs: Iterable[Mapping[str, Any]]) -> Policy:
+    """Roles and ClusterRoles, bound by RoleBindings and ClusterRoleBindings, all to the same subject."""
     docs = list(docs)
-    roles = [d for d in docs if d.get("kind") == "ClusterRole"]
-    if len(roles) != 1:
-        raise ValueError(f"expected exactly one ClusterRole, found {len(roles)}")
-    role = roles[0]
-    name = str(role["metadata"]["name"])
-    subjects = tuple(
-        Subject(str(s["kind"]), str(s["name"]), str(s.get("namespace") or ""))
-        for d in docs if d.get("kind") == "ClusterRoleBinding"
-        and (d.get("roleRef") or {}).get("kind") == "ClusterRole" and d["roleRef"].get("name") == name
-        for s in d.get("subjects") or ()
-    )
-    return ClusterRole(name, tuple(Rule.from_dict(r) for r in role.get("rules") or ()), subjects)
+    roles = {(d["kind"], (d["metadata"].get("namespace") or "") if d["kind"] == "Role" else "",
+              d["metadata"]["name"]): d for d in docs if d.get("kind") in ("Role", "ClusterRole")}
+    rules: list[Rule] = []
+    subjects: set[Subject] = set()
+    for binding in (d for d in docs if d.get("kind") in ("RoleBinding", "ClusterRoleBinding")):
+        namespace = (binding["metadata"].get("namespace") or "") if binding["kind"] == "RoleBinding" else ""
+        ref = binding["roleRef"]
+        role = roles.get((ref["kind"], namespace if ref["kind"] == "Role" else "", ref["name"]))
+        if role is None:
+            raise ValueError(f"{binding['kind']} {binding['metadata']['name']!r} binds {ref['kind']} "
+                             f"{ref['name']!r}, which the file does not define")
+        rules += [Rule.from_dict(r, namespace) for r in role.get("rules") or ()]
+        subjects |= {Subject(str(s["kind"]), str(s["name"]), str(s.get("namespace") or ""))
+                     for s in binding.get("subjects") or ()}
+    if len(subjects) != 1:
+        raise ValueError(f"expected the bindings to name one subject, found {sorted(map(str, subjects))}")
+    return Policy(tuple(rules), tuple(subjects))
 
 
 def forbidden_message(request: RequestAttributes, user: str) -> str:

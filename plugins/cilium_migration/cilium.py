@@ -652,14 +652,27 @@ def _delete_objects(kube: _Kube, objects: Iterable[Obj], *, release: str, namesp
     return changes
 
 
+def _release_resources(kube: _Kube, release: str, namespace: str) -> list[_Resource]:
+    """The served resource types of every recorded revision's manifest; every served type when none."""
+    recorded = {(str(o["apiVersion"]), str(o["kind"]))
+                for secret in _release_secrets(kube, release, namespace)
+                for o in yaml.safe_load_all(_secret_body(secret).get("manifest", ""))
+                if isinstance(o, dict) and o.get("kind") and o.get("apiVersion")}
+    if not recorded:
+        return kube.all_resources()
+    return [res for av, kind in sorted(recorded) if (res := kube.resources(av).get(kind)) is not None]
+
+
 def uninstall(api_client: ApiClient, *, release: str = RELEASE, namespace: str = NAMESPACE,
               dry_run: bool = False, log: logging.Logger = log) -> list[Change]:
     """``helm uninstall``: delete every object labelled ``app.kubernetes.io/managed-by=Helm`` whose
-    annotations name this release (found across every served resource type), in Helm's uninstall
-    order, then the release Secrets. Idempotent: nothing left means no changes."""
+    annotations name this release (found across the resource types its recorded manifests hold, or
+    every served type when no release is recorded), in Helm's uninstall order, then the release
+    Secrets. Idempotent: nothing left means no changes. Listing only the recorded types keeps the
+    identity's RBAC to what the chart creates."""
     kube = _Kube(api_client)
     owned: list[Obj] = []
-    for res in kube.all_resources():
+    for res in _release_resources(kube, release, namespace):
         if res.kind == "Event":
             continue
         try:
