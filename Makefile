@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup debian-packages lint typecheck test test-fast test-celery demo twin bench clean
+.PHONY: setup debian-packages lint typecheck test test-fast demo twin bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-deploy.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

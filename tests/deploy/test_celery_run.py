@@ -54,6 +54,9 @@ from twin.rbac import (
     permission_matches,
 )
 
+# the runs take about 3 minutes, all in the module fixture: the first test's timeout must cover them
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
 CLUSTERROLE = ROOT / "deploy" / "rbac" / "clusterrole.yaml"
 IAM_POLICY = ROOT / "deploy" / "iam-policy.json"
 DAG_ACCESS_KEY = "AKIACILIUMMIGRATIONDAG"

@@ -27,7 +27,15 @@ import requests
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from twin.rbac import AUTHENTICATED_DEFAULTS, Policy, Rule, covers, forbidden_message, load_policy, policy_from
+from twin.rbac import (
+    AUTHENTICATED_DEFAULTS,
+    Policy,
+    Rule,
+    covers,
+    forbidden_message,
+    load_policy,
+    policy_from,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTERROLE = ROOT / "deploy" / "rbac" / "clusterrole.yaml"

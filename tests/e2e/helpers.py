@@ -283,5 +283,8 @@ def differences(before: Any, after: Any, path: str = "") -> list[str]:
     if isinstance(before, list) and isinstance(after, list) and all(isinstance(x, str) for x in before + after):
         gone, new = Counter(before) - Counter(after), Counter(after) - Counter(before)
         return [f"{path}: gone {sorted(gone.elements())}, new {sorted(new.elements())}"] if gone or new else []
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [d for i, (b, a) in enumerate(zip(before, after, strict=True))
+                for d in differences(b, a, f"{path}[{i}]")]
     return [] if before == after else [f"{path}: {json.dumps(before, default=str)[:300]} -> "
                                        f"{json.dumps(after, default=str)[:300]}"]
