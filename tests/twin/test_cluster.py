@@ -104,7 +104,8 @@ class TestAccess:
 
 def test_a_cluster_that_does_not_settle_fails_clearly_and_cleans_up() -> None:
     scenario = load_scenario("default").model_copy(update={"cluster": ClusterSpec(name="slow")})
-    twin = Twin(scenario, timing=FAST, settle_timeout=0.05)  # nodes take node_provision_s = 0.3 s
+    stuck = scenario.model_copy(update={"faults": {"slow_provisioning_s": 60}})  # not within the wait
+    twin = Twin(stuck, timing=FAST, settle_timeout=0.5)
     with pytest.raises(TwinError, match=r"waiting for the cluster to settle.*node group ng-1: 0/3 nodes"):
         twin.start()
     with Twin(scenario, timing=FAST) as again:  # the name is free again
