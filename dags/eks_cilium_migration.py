@@ -8,8 +8,9 @@ cordoned, aws-node and the old node groups kept); a later run resumes from there
 
 Rollback runs after a rejection or when any gate fails: it restores the preflight snapshot (aws-node's
 affinity, node group sizes, cordons), moves workloads back, uninstalls Cilium. The ``cni=aws-cni`` node
-labels stay (harmless without the fence). The audit report runs in every case and fails the run when a
-task failed, so a rolled-back run never shows as a success.
+labels and goldpinger stay (harmless without the fence). The audit report runs in every case and fails
+the run when a task failed, so a run rolled back after a failure never shows as a success; a run rolled
+back after a human's "roll back" succeeds, with that outcome in its report.
 
 Wiring only: the logic lives in ``plugins/cilium_migration``.
 """

@@ -119,7 +119,7 @@ class LocalAirflow:
                 groups.append((proc, os.getpgid(proc.pid)))
             except ProcessLookupError:
                 continue
-        for sig, wait in ((signal.SIGINT, 20.0), (signal.SIGTERM, 10.0)):
+        for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGTERM, 10.0)):
             live = [(p, g) for p, g in groups if p.poll() is None]
             for _, pgid in live:
                 _signal_group(pgid, sig)

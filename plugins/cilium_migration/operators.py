@@ -316,8 +316,8 @@ class MigrationApprovalOperator(HITLBranchOperator):
 class MigrationAuditReportOperator(BaseOperator):
     """Collect every task's ``changes`` XCom into a Markdown report (XCom ``return_value``, task log).
 
-    Runs whatever happened (``trigger_rule=all_done``) and fails when a task failed, so a rolled-back
-    or broken run is not shown as a success.
+    Runs whatever happened (``trigger_rule=all_done``) and fails when a task failed, so a run rolled
+    back after a failure is not shown as a success (a rollback a human chose is a success).
     """
 
     def execute(self, context: Any) -> str:

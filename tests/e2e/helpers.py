@@ -126,13 +126,32 @@ def explain(rest: AirflowRest, run: Run | str, *, lines: int = 40) -> str:
         if ti["state"] != "failed":
             continue
         for attempt in range(1, int(ti.get("try_number") or 1) + 1):
-            try:
-                log = rest.task_log(DAG_ID, run_id, ti["task_id"], attempt)
-            except requests.RequestException as exc:
-                log = f"(no log: {exc})"
+            log = task_log(rest, run_id, ti["task_id"], attempt)
             tail = "\n".join(log.splitlines()[-lines:])
             out.append(f"---- {ti['task_id']} try {attempt} ----\n{tail}")
     return "\n".join(out)
+
+
+def task_log(rest: AirflowRest, run_id: str, task_id: str, try_number: int) -> str:
+    """One try's log as text: each event, and each exception's type and message (``error_detail``)."""
+    try:
+        data = rest.request("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+                            headers={"Accept": "application/json"})
+    except requests.RequestException as exc:
+        return f"(no log: {exc})"
+    content = data.get("content", "")
+    if not isinstance(content, list):
+        return str(content)
+    lines = []
+    for entry in content:
+        if not isinstance(entry, dict):
+            lines.append(str(entry))
+            continue
+        lines.append(str(entry.get("event", "")))
+        for error in entry.get("error_detail") or []:
+            if isinstance(error, dict):
+                lines.append(f"  {error.get('exc_type')}: {error.get('exc_value')}")
+    return "\n".join(lines)
 
 
 def clear_tasks(rest: AirflowRest, run_id: str, task_ids: Iterable[str]) -> None:

@@ -7,8 +7,9 @@ cordon, readiness), DaemonSet and Deployment specs (aws-node's affinity among th
 which pods run where (by owner and node: DaemonSet pods are recreated by the fence's rollout), and the
 node groups' scaling configs, labels and taints. What the DAG documents it leaves is left out: the
 ``cni=aws-cni`` node labels, and goldpinger, which the rollback keeps running (README, "Rolling back").
-The run ends ``success``: the audit report fails a run only when a task failed. On top: ``ng-cilium`` back at 0 with no nodes,
-no Cilium object or Helm release left, the mesh healthy, no PodDisruptionBudget violated.
+The run ends ``success``: the audit report fails a run only when a task failed. On top: ``ng-cilium``
+back at 0 with no nodes, no Cilium object or Helm release left, the mesh healthy, no PodDisruptionBudget
+violated.
 
 **A failing gate**: with cross-CNI traffic broken in the twin from the start (the earlier mesh gates
 see only aws-cni pods and pass; ``cilium_nodes.mesh_healthy`` is the first to check across both CNIs),
@@ -17,6 +18,9 @@ that gate fails within its short ``mesh`` timeout, the run stops before anything
 moment), the rollback completes (with the fault still on: it needs no cross-CNI traffic), and nothing
 is lost: every workload pod Running and Ready, every Deployment at full strength, no budget violated.
 The run ends ``failed``: the audit report fails it on purpose after a failure.
+
+**A preflight failure** (a node group that does not exist): nothing was changed, so nothing is rolled
+back; the failed task's log, as ``helpers.explain`` renders it, names the cause.
 """
 
 from __future__ import annotations
@@ -120,7 +124,7 @@ def test_a_failing_mesh_gate_rolls_back_before_any_cordon(cluster: Connected, ai
 
     twin.store.add_listener(watch_cordons)
     twin.faults.update({"cross_cni_broken": True})
-    conf: dict[str, Any] = conf_for(cluster, timeouts={"mesh": 15, "poll_interval": 1})
+    conf: dict[str, Any] = conf_for(cluster, timeouts={"mesh": 10, "poll_interval": 1})
 
     run = drive(airflow, conf, answers={})
 
@@ -145,3 +149,24 @@ def test_a_failing_mesh_gate_rolls_back_before_any_cordon(cluster: Connected, ai
     assert len(old) == 3 and not any(n.spec.unschedulable for n in old)
     assert cilium_leftovers(cluster) == []
     assert [n.metadata.name for n in core(twin).list_node().items if n.spec.unschedulable] == []
+
+
+def test_a_preflight_failure_changes_nothing_and_rolls_back_nothing(cluster: Connected,
+                                                                   airflow: AirflowRest) -> None:
+    """A node group that does not exist is a permanent error: preflight fails at once (no retries), with
+    the reason in its log; no snapshot was taken, so the rollback is skipped; nothing was written."""
+    twin = cluster.twin
+    groups_before = node_groups(twin)
+    seen = len(twin.api.request_log)
+
+    run = drive(airflow, conf_for(cluster, old_nodegroups=[OLD_GROUP, "ng-missing"]), answers={})
+
+    why = explain(airflow, run)
+    assert run.state == "failed", why
+    assert run.tasks["preflight.checks"] == "failed", why
+    assert "ng-missing" in why, "the failed task's log names the missing node group"
+    rollback = {t: s for t, s in run.tasks.items() if t in ROLLBACK_STEPS}
+    assert rollback == dict.fromkeys(ROLLBACK_STEPS, "skipped"), why
+    writes = [r for r in twin.api.request_log[seen:] if r.verb not in ("get", "list", "watch", "")]
+    assert writes == []
+    assert node_groups(twin) == groups_before
