@@ -66,14 +66,19 @@ def conf_for(cluster: Any, **overrides: Any) -> dict[str, Any]:
 
 
 def drive(rest: AirflowRest, conf: Mapping[str, Any], *, answers: Mapping[str, str],
-          after_trigger: Callable[[str], None] | None = None, timeout: float = RUN_TIMEOUT_S) -> Run:
+          after_trigger: Callable[[str], None] | None = None, timeout: float = RUN_TIMEOUT_S,
+          unanswered: Iterable[str] = ()) -> Run:
     """Trigger a run, answer its approvals from ``answers`` (gate task id -> wanted option prefix), wait
-    for the end. A run still going when this raises is marked failed (the DAG allows one active run)."""
+    for the end. Gates in ``unanswered`` are left waiting (their response timeout decides). A run still
+    going when this raises is marked failed (the DAG allows one active run)."""
     run_id = rest.trigger(DAG_ID, dict(conf))
     answered: list[tuple[str, str]] = []
     bodies: dict[str, str] = {}
+    left = frozenset(unanswered)
 
-    def decide(approval: PendingApproval) -> str:
+    def decide(approval: PendingApproval) -> str | None:
+        if approval.task_id in left:
+            return None
         wanted = answers.get(approval.task_id)
         if wanted is None:
             raise AssertionError(f"unexpected approval {approval.task_id!r}: {approval.subject}\n"
@@ -152,6 +157,12 @@ def task_log(rest: AirflowRest, run_id: str, task_id: str, try_number: int) -> s
             if isinstance(error, dict):
                 lines.append(f"  {error.get('exc_type')}: {error.get('exc_value')}")
     return "\n".join(lines)
+
+
+def hitl_details(rest: AirflowRest, run_id: str) -> dict[str, dict[str, Any]]:
+    """gate task id -> its Human-in-the-loop detail over REST (``hitlDetails``): request and response."""
+    data = rest.request("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/hitlDetails")
+    return {d["task_instance"]["task_id"]: d for d in data.get("hitl_details", [])}
 
 
 def clear_tasks(rest: AirflowRest, run_id: str, task_ids: Iterable[str]) -> None:
@@ -278,6 +289,20 @@ def cluster_state(twin: Twin, *, keep_cni_label: bool = False) -> dict[str, Any]
     groups = {name: {k: ng.get(k) for k in ("scalingConfig", "labels", "taints", "status")}
               for name, ng in node_groups(twin).items()}
     return {"nodes": nodes, "specs": specs, "objects": objects, "pods": pods, "nodegroups": groups}
+
+
+def with_workloads_by_group(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with each Deployment's pod placed on its node's group instead of its node: where the
+    scheduler puts a moved pod back within a group is its choice. DaemonSet pods keep their node."""
+    groups = {name: node["labels"].get(NODEGROUP_LABEL) for name, node in state["nodes"].items()}
+    pods = []
+    for line in state["pods"]:
+        who, _, where = line.partition(" on ")
+        node, _, phase = where.partition(" ")
+        if "/ReplicaSet/" in who and node in groups:
+            line = f"{who} on group {groups[node]} {phase}"
+        pods.append(line)
+    return {**state, "pods": sorted(pods)}
 
 
 def _owner(pod: Obj) -> str:
