@@ -22,7 +22,6 @@ rollback completes and the cluster is as before the run.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import pytest
 
@@ -40,20 +39,12 @@ from tests.e2e.helpers import (
     cluster_state,
     conf_for,
     core,
-    describe_pod,
-    differences,
     drive,
     explain,
     hitl_details,
-    mesh_failures,
-    node_groups,
-    node_ready,
     nodes_of,
-    pod_ready,
-    with_workloads_by_group,
-    workload_pods,
 )
-from tests.e2e.test_rollback import CUTOVER_AND_LATER, assert_rolled_back, cilium_leftovers
+from tests.e2e.test_rollback import CUTOVER_AND_LATER, assert_restored, assert_rolled_back, pods_off
 from twin.cluster import Twin
 
 pytestmark = pytest.mark.e2e
@@ -68,38 +59,9 @@ ALREADY_DONE = ("baseline.deploy_goldpinger", "fence_old_cni.label_old_nodes", "
                 "cilium_nodes.scale_new_nodegroup", "cilium_nodes.install_cilium")
 
 
-def pods_off(twin: Twin, group: str) -> list[str]:
-    """Workload pods not Ready on a node of ``group`` (empty: every one runs there)."""
-    on_group = {n.metadata.name for n in nodes_of(twin, group)}
-    return [describe_pod(p) for p in workload_pods(twin) if p.spec.node_name not in on_group or not pod_ready(p)]
-
-
 def cilium_release_secrets(twin: Twin) -> list[str]:
     return [s.metadata.name for s in core(twin).list_namespaced_secret(
         "kube-system", label_selector="owner=helm,name=cilium").items]
-
-
-def assert_restored(cluster: Connected, before: dict[str, Any], affinity_before: object, *,
-                    workloads_moved: bool) -> None:
-    """The cluster as before the first run, with no Cilium, no new nodes, a healthy mesh, no PDB broken.
-    Workloads that moved away and back are compared by node group, not node."""
-    twin = cluster.twin
-    after = cluster_state(twin)
-    if workloads_moved:
-        before, after = with_workloads_by_group(before), with_workloads_by_group(after)
-    assert differences(before, after) == [], "the cluster differs from its state before the run"
-    old = nodes_of(twin, OLD_GROUP)
-    assert len(old) == 3
-    assert [n.metadata.name for n in old if n.spec.unschedulable or not node_ready(n)
-            or CORDONED_BY in (n.metadata.annotations or {})] == []
-    assert pods_off(twin, OLD_GROUP) == [], "workload pods not back on the old nodes"
-    assert nodes_of(twin, NEW_GROUP) == []
-    assert node_groups(twin)[NEW_GROUP]["scalingConfig"]["desiredSize"] == 0
-    assert cilium_leftovers(cluster) == []
-    assert apps(twin).read_namespaced_daemon_set("aws-node", "kube-system").spec.template.spec.affinity \
-        == affinity_before
-    assert mesh_failures(twin) == []
-    assert twin.disruption is not None and twin.disruption.violations == []
 
 
 def assert_rejected_at_cutover(airflow: AirflowRest, run: Run) -> None:

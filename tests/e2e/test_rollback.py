@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from cilium_migration.nodes import CORDONED_BY
 from localrun.rest import AirflowRest
 from tests.e2e.conftest import Connected
 from tests.e2e.helpers import (
@@ -48,10 +49,13 @@ from tests.e2e.helpers import (
     explain,
     mesh_failures,
     node_groups,
+    node_ready,
     nodes_of,
     pod_ready,
+    with_workloads_by_group,
     workload_pods,
 )
+from twin.cluster import Twin
 from twin.resources import NODES, ResourceType
 from twin.store import Obj
 
@@ -84,6 +88,35 @@ def assert_rolled_back(run_tasks: dict[str, str | None], context: str) -> None:
     assert steps == dict.fromkeys(ROLLBACK_STEPS, "success"), context
 
 
+def pods_off(twin: Twin, group: str) -> list[str]:
+    """Workload pods not Ready on a node of ``group`` (empty: every one runs there)."""
+    on_group = {n.metadata.name for n in nodes_of(twin, group)}
+    return [describe_pod(p) for p in workload_pods(twin) if p.spec.node_name not in on_group or not pod_ready(p)]
+
+
+def assert_restored(cluster: Connected, before: dict[str, Any], affinity_before: object, *,
+                    workloads_moved: bool) -> None:
+    """The cluster as before the first run, with no Cilium, no new nodes, a healthy mesh, no PDB broken.
+    Workloads that moved away and back are compared by node group, not node."""
+    twin = cluster.twin
+    after = cluster_state(twin)
+    if workloads_moved:
+        before, after = with_workloads_by_group(before), with_workloads_by_group(after)
+    assert differences(before, after) == [], "the cluster differs from its state before the run"
+    old = nodes_of(twin, OLD_GROUP)
+    assert len(old) == 3
+    assert [n.metadata.name for n in old if n.spec.unschedulable or not node_ready(n)
+            or CORDONED_BY in (n.metadata.annotations or {})] == []
+    assert pods_off(twin, OLD_GROUP) == [], "workload pods not back on the old nodes"
+    assert nodes_of(twin, NEW_GROUP) == []
+    assert node_groups(twin)[NEW_GROUP]["scalingConfig"]["desiredSize"] == 0
+    assert cilium_leftovers(cluster) == []
+    assert apps(twin).read_namespaced_daemon_set("aws-node", "kube-system").spec.template.spec.affinity \
+        == affinity_before
+    assert mesh_failures(twin) == []
+    assert twin.disruption is not None and twin.disruption.violations == []
+
+
 def test_rejecting_cutover_restores_the_preflight_state(cluster: Connected, airflow: AirflowRest) -> None:
     twin = cluster.twin
     before = cluster_state(twin)
@@ -102,15 +135,7 @@ def test_rejecting_cutover_restores_the_preflight_state(cluster: Connected, airf
     # rejection no task failed, so the run ends success and its outcome says what happened.
     assert run.state == "success", f"run ended {run.state!r}; audit report:\n{report}\n{why}"
 
-    after = cluster_state(twin)
-    assert differences(before, after) == [], "the cluster differs from its preflight state"
-    assert nodes_of(twin, NEW_GROUP) == []
-    assert node_groups(twin)[NEW_GROUP]["scalingConfig"]["desiredSize"] == 0
-    assert cilium_leftovers(cluster) == []
-    assert apps(twin).read_namespaced_daemon_set("aws-node", "kube-system").spec.template.spec.affinity \
-        == affinity_before
-    assert mesh_failures(twin) == []
-    assert twin.disruption is not None and twin.disruption.violations == []
+    assert_restored(cluster, before, affinity_before, workloads_moved=False)
 
 
 def test_a_failing_mesh_gate_rolls_back_before_any_cordon(cluster: Connected, airflow: AirflowRest) -> None:
