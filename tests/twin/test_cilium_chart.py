@@ -137,10 +137,7 @@ def test_relay_off_renders_no_relay() -> None:
 @pytest.fixture
 def twin() -> Iterator[tuple[Any, Any]]:
     """(store, api server) with namespaces default and kube-system, over HTTP on a free port."""
-    try:
-        from twin.apiserver import ApiServer
-    except ImportError as exc:  # built concurrently by the API-server engineer
-        pytest.skip(f"twin.apiserver.ApiServer is not available yet: {exc}")
+    from twin.apiserver import ApiServer
     from twin.resources import NAMESPACES
     from twin.store import Store
 
@@ -346,12 +343,9 @@ def test_uninstall_removes_the_release_and_is_idempotent(twin: tuple[Any, Any], 
 
 def test_works_with_a_bearer_token_client() -> None:
     """The DAG's client carries a token (KubernetesHook); every call must send it."""
-    try:
-        from twin.apiserver import ApiServer
-    except ImportError as exc:
-        pytest.skip(f"twin.apiserver.ApiServer is not available yet: {exc}")
     from kubernetes.client import ApiClient, Configuration
 
+    from twin.apiserver import ApiServer
     from twin.resources import DAEMONSETS, NAMESPACES
     from twin.store import Store
 
