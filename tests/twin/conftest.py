@@ -21,6 +21,7 @@ import kubernetes
 import pytest
 import yaml
 
+from twin import eks
 from twin.apiserver import ApiServer
 from twin.faults import Faults
 from twin.resources import DAEMONSETS, NAMESPACES, NODES, PDBS, PODS, REPLICASETS
@@ -178,3 +179,12 @@ class ObjectFactory:
 @pytest.fixture
 def objects(store: Store) -> ObjectFactory:
     return ObjectFactory(store)
+
+
+@pytest.fixture(scope="module")
+def eks_server() -> Iterator[eks.EksServer]:
+    """moto's EKS server on a free 127.0.0.1 port, in the runbook's region."""
+    srv = eks.EksServer(region="us-west-1")
+    srv.start()
+    yield srv
+    srv.stop()

@@ -18,17 +18,9 @@ REGION = "us-west-1"
 TAINT = {"key": "node.cilium.io/agent-not-ready", "value": "true", "effect": "NO_SCHEDULE"}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[eks.EksServer]:
-    srv = eks.EksServer(region=REGION)
-    srv.start()
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture
-def cluster(server: eks.EksServer) -> Iterator[str]:
-    client = server.client()
+def cluster(eks_server: eks.EksServer) -> Iterator[str]:
+    client = eks_server.client()
     eks.create_cluster(client, name="dc-test", version="1.30")
     eks.create_nodegroup(
         client,
@@ -54,12 +46,12 @@ def cluster(server: eks.EksServer) -> Iterator[str]:
     eks.forget_cluster(REGION, "dc-test")
 
 
-def test_listens_on_a_free_local_port(server: eks.EksServer) -> None:
-    assert server.port > 0 and server.url == f"http://127.0.0.1:{server.port}"
+def test_listens_on_a_free_local_port(eks_server: eks.EksServer) -> None:
+    assert eks_server.port > 0 and eks_server.url == f"http://127.0.0.1:{eks_server.port}"
 
 
-def test_describe_shows_what_the_scenario_created(server: eks.EksServer, cluster: str) -> None:
-    client = server.client()
+def test_describe_shows_what_the_scenario_created(eks_server: eks.EksServer, cluster: str) -> None:
+    client = eks_server.client()
     assert client.describe_cluster(name=cluster)["cluster"]["version"] == "1.30"
     assert sorted(client.list_nodegroups(clusterName=cluster)["nodegroups"]) == ["ng-1", "ng-cilium"]
     ng = client.describe_nodegroup(clusterName=cluster, nodegroupName="ng-cilium")["nodegroup"]
@@ -67,8 +59,8 @@ def test_describe_shows_what_the_scenario_created(server: eks.EksServer, cluster
     assert ng["scalingConfig"] == {"minSize": 0, "maxSize": 3, "desiredSize": 0}
 
 
-def test_scaling_shows_in_the_state_the_controller_polls(server: eks.EksServer, cluster: str) -> None:
-    server.client().update_nodegroup_config(
+def test_scaling_shows_in_the_state_the_controller_polls(eks_server: eks.EksServer, cluster: str) -> None:
+    eks_server.client().update_nodegroup_config(
         clusterName=cluster,
         nodegroupName="ng-cilium",
         scalingConfig={"minSize": 0, "maxSize": 3, "desiredSize": 3},
@@ -87,15 +79,15 @@ def test_unknown_cluster_reads_as_none() -> None:
     assert eks.read_nodegroups(REGION, "no-such-cluster") is None
 
 
-def test_forget_cluster_frees_the_name(server: eks.EksServer, cluster: str) -> None:
+def test_forget_cluster_frees_the_name(eks_server: eks.EksServer, cluster: str) -> None:
     assert eks.cluster_exists(REGION, cluster)
     eks.forget_cluster(REGION, cluster)
     assert not eks.cluster_exists(REGION, cluster)
-    eks.create_cluster(server.client(), name=cluster, version="1.31")
+    eks.create_cluster(eks_server.client(), name=cluster, version="1.31")
     assert eks.cluster_exists(REGION, cluster)
 
 
-def test_clients_do_not_touch_the_environment(server: eks.EksServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_clients_do_not_touch_the_environment(eks_server: eks.EksServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
-    server.client().list_clusters()
+    eks_server.client().list_clusters()
     assert "AWS_ACCESS_KEY_ID" not in os.environ

@@ -30,19 +30,11 @@ TIMING = Timing(node_provision_s=DELAY, node_drain_s=DELAY, resync_s=0.02)
 TAINT = {"key": "node.cilium.io/agent-not-ready", "value": "true", "effect": "NO_SCHEDULE"}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[eks.EksServer]:
-    srv = eks.EksServer(region=REGION)
-    srv.start()
-    yield srv
-    srv.stop()
-
-
 class Rig:
     """A cluster in moto, a store, and the controller between them."""
 
-    def __init__(self, server: eks.EksServer) -> None:
-        self.client = server.client()
+    def __init__(self, eks_server: eks.EksServer) -> None:
+        self.client = eks_server.client()
         self.cluster = f"c-{uuid.uuid4().hex[:8]}"
         self.store, self.faults = Store(), Faults()
         self.store.create(NAMESPACES, {"metadata": {"name": "default"}})
@@ -99,8 +91,8 @@ class Rig:
 
 
 @pytest.fixture
-def rig(server: eks.EksServer) -> Iterator[Rig]:
-    r = Rig(server)
+def rig(eks_server: eks.EksServer) -> Iterator[Rig]:
+    r = Rig(eks_server)
     yield r
     r.controller.stop()
     eks.forget_cluster(REGION, r.cluster)
