@@ -6,6 +6,7 @@ report task collects the run's changes into a Markdown report.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -55,6 +56,80 @@ class Change:
     def from_dict(cls, data: Mapping[str, Any]) -> Change:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
+
+
+# ---- changes of whole objects (Helm releases) ----------------------------------------------------------
+
+SECRET_KINDS = frozenset({"Secret"})
+_NOT_OWNED = ("apiVersion", "kind", "metadata", "status")
+
+
+def fingerprint(value: Any) -> str:
+    """A short, one-way stand-in for a secret value: ``sha256:`` and 12 hex digits."""
+    return "sha256:" + hashlib.sha256(str(value).encode()).hexdigest()[:12]
+
+
+def redacted(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The object as a change record may show it: a Secret's ``data`` and ``stringData`` keep their keys,
+    each value replaced by its ``fingerprint``. Every other kind is returned as it is. This is the one
+    place where Secret values are dropped: every change of a whole object goes through it."""
+    if obj is None:
+        return None
+    out = dict(obj)
+    if obj.get("kind") in SECRET_KINDS:
+        for key in ("data", "stringData"):
+            if isinstance(obj.get(key), Mapping):
+                out[key] = {k: fingerprint(v) for k, v in obj[key].items()}
+    return out
+
+
+def owned_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What a writer owns of an object: labels, annotations, and every top-level field but apiVersion,
+    kind, metadata and status (spec, data, rules, subjects, roleRef...)."""
+    meta = obj.get("metadata") or {}
+    owned: dict[str, Any] = {"metadata": {"labels": dict(meta.get("labels") or {}),
+                                          "annotations": dict(meta.get("annotations") or {})}}
+    owned.update({k: v for k, v in obj.items() if k not in _NOT_OWNED})
+    return owned
+
+
+def differences(before: Any, after: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """(path, before, after) for every leaf that differs; maps are compared key by key in both
+    directions, anything else (lists included) as a whole."""
+    if isinstance(before, Mapping) and isinstance(after, Mapping):
+        out: list[tuple[str, Any, Any]] = []
+        for key in sorted(set(before) | set(after), key=str):
+            out += differences(before.get(key), after.get(key), f"{path}.{key}" if path else str(key))
+        return out
+    return [] if before == after else [(path, before, after)]
+
+
+def object_change(kind: str, name: str, namespace: str | None, before: Mapping[str, Any] | None,
+                  after: Mapping[str, Any] | None, *, dry_run: bool = False) -> Change:
+    """The change from ``before`` to ``after`` (either may be None: created, deleted) of one object.
+
+    ``create``/``delete`` record the resourceVersion (and a Secret's keys with fingerprints); ``patch``
+    records only the paths that changed; ``unchanged`` when the owned fields are equal. Secrets are
+    ``redacted`` first, so no value of theirs can reach a log, an XCom or the report."""
+    b, a = redacted(before), redacted(after)
+
+    def summary(obj: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"resourceVersion": (obj.get("metadata") or {}).get("resourceVersion")}
+        if kind in SECRET_KINDS:
+            out["data"] = obj.get("data") or {}
+        return out
+
+    if b is None and a is None:
+        return Change("unchanged", kind, name, namespace, None, None, dry_run)
+    if b is None:
+        return Change("create", kind, name, namespace, None, summary(a or {}), dry_run)
+    if a is None:
+        return Change("delete", kind, name, namespace, summary(b), None, dry_run)
+    diff = differences(owned_fields(b), owned_fields(a))
+    if not diff:
+        return Change("unchanged", kind, name, namespace, None, None, dry_run)
+    return Change("patch", kind, name, namespace, {p: x for p, x, _ in diff}, {p: y for p, _, y in diff},
+                  dry_run)
 
 
 def _compact(value: Any) -> str:
