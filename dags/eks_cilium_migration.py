@@ -46,6 +46,7 @@ from cilium_migration.sensors import (
     AllNodesReadySensor,
     AwsNodeAbsentSensor,
     AwsNodeRolloutSensor,
+    CiliumRolloutSensor,
     EksNodegroupSizeSensor,
     GoldpingerMeshSensor,
     GoldpingerOnCiliumSensor,
@@ -93,6 +94,7 @@ with DAG(
         aws_node_absent = AwsNodeAbsentSensor(task_id="aws_node_absent_on_new_nodes")
         install_cilium = CiliumInstallOperator(task_id="install_cilium")
         new_nodes_ready = NodesReadySensor(task_id="new_nodes_ready", role="new", deferrable=DEFER)
+        cilium_rolled_out = CiliumRolloutSensor(task_id="cilium_rolled_out", deferrable=DEFER)
         goldpinger_on_new = GoldpingerOnNodesSensor(task_id="goldpinger_on_new_nodes", role="new")
         both_cni_mesh = GoldpingerMeshSensor(task_id="mesh_healthy")
 
@@ -168,7 +170,7 @@ with DAG(
         deploy_goldpinger, baseline_mesh,
         label_old_nodes, fence_aws_node, aws_node_rolled_out, restart_goldpinger, fenced_mesh,
         scale_new, new_nodegroup_active, new_nodes_registered, aws_node_absent, install_cilium,
-        new_nodes_ready, goldpinger_on_new, both_cni_mesh,
+        new_nodes_ready, cilium_rolled_out, goldpinger_on_new, both_cni_mesh,
     ]
     cutover_steps = [cordon_old, restart_goldpinger_cutover, goldpinger_on_cilium, move_workloads,
                      old_nodes_drained, cutover_mesh]

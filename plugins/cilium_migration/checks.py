@@ -13,12 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cilium_migration import aws_node, goldpinger, mesh, nodegroups, nodes, workloads
-from cilium_migration.clients import Clients, read_or_none
+from cilium_migration.clients import Clients, items, read_or_none
 from cilium_migration.readiness import (
     AGENT_NOT_READY_TAINT,
+    AWS_CNI,
     CILIUM,
     NODEGROUP_FAILED_STATES,
     cilium_node_ready,
+    controller_of,
     daemonset_rolled_out,
     deployment_rolled_out,
     has_taint,
@@ -136,6 +138,49 @@ def aws_node_absent(clients: Clients, *, nodegroups: list[str]) -> Verdict:
     if not aws_node.is_fenced(ds):
         return Verdict(FAILED, "Terminal state reached: aws-node is not fenced (no cni In [aws-cni] affinity)")
     return Verdict(DONE, f"aws-node absent on {len(new)} new node(s)", {"nodes": sorted(new)})
+
+
+CILIUM_PART_OF = "app.kubernetes.io/part-of=cilium"  # every Cilium workload and pod carries it
+
+
+def _unscheduled(pod: dict[str, Any]) -> str | None:
+    """The scheduler's message for a pod it could not place, else None."""
+    cond = next((c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled"),
+                None)
+    if pod_node(pod) or (pod.get("status") or {}).get("phase") != "Pending":
+        return None
+    return str((cond or {}).get("message") or "not scheduled yet")
+
+
+@check
+def cilium_rolled_out(clients: Clients, *, namespace: str, nodegroups: list[str]) -> Verdict:
+    """Every Cilium DaemonSet (agent, envoy) rolled out with a Ready pod on every node of these groups,
+    every Cilium Deployment (operator, relay) rolled out, no Cilium pod Pending; a Cilium pod on an
+    aws-cni node is terminal (the fence did not hold)."""
+    daemonsets = items(clients.apps.list_namespaced_daemon_set, namespace, label_selector=CILIUM_PART_OF)
+    deployments = items(clients.apps.list_namespaced_deployment, namespace, label_selector=CILIUM_PART_OF)
+    pods = items(clients.core.list_namespaced_pod, namespace, label_selector=CILIUM_PART_OF)
+    by_name = {name_of(n): n for n in nodes.list_nodes(clients.core)}
+    targets = [name_of(n) for n in nodes.nodegroup_nodes(clients.core, nodegroups)]
+    fenced = sorted(f"{name_of(p)} on {pod_node(p)}" for p in pods
+                    if pod_node(p) and node_cni(by_name.get(pod_node(p) or "")) == AWS_CNI)
+    if fenced:
+        return Verdict(FAILED, "Terminal state reached: Cilium pods on aws-cni nodes: " + ", ".join(fenced))
+    waiting = [f"{name_of(p)} Pending: {message}" for p in pods if (message := _unscheduled(p))]
+    for ds in daemonsets:
+        ready_on = {pod_node(p) for p in pods if pod_ready(p) and (controller_of(p) or {}).get("name") == name_of(ds)}
+        missing = [n for n in targets if n not in ready_on]
+        if not daemonset_rolled_out(ds) or missing:
+            waiting.append(f"DaemonSet {name_of(ds)} not rolled out" + (f" (no Ready pod on {', '.join(missing)})"
+                                                                        if missing else ""))
+    waiting += [f"Deployment {name_of(d)} not rolled out" for d in deployments if not deployment_rolled_out(d)]
+    if not daemonsets:
+        waiting.append(f"no Cilium DaemonSet in {namespace} yet")
+    if waiting:
+        return Verdict(WAITING, "; ".join(waiting[:10]), {"waiting": waiting})
+    return Verdict(DONE, f"Cilium rolled out: DaemonSets {', '.join(sorted(map(name_of, daemonsets)))} on all "
+                         f"{len(targets)} node(s) of {', '.join(nodegroups)}; Deployments "
+                         f"{', '.join(sorted(map(name_of, deployments)))}; no Cilium pod Pending")
 
 
 @check

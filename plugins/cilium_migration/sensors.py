@@ -233,6 +233,15 @@ class AwsNodeAbsentSensor(ClusterStateSensor):
         return {"nodegroups": [spec.new_nodegroup]}
 
 
+class CiliumRolloutSensor(ClusterStateSensor):
+    """Every Cilium DaemonSet rolled out on the new nodes, its Deployments too, no Cilium pod Pending."""
+
+    check_name = "cilium_rolled_out"
+
+    def arguments(self, spec: MigrationSpec, context: Any) -> dict[str, Any]:
+        return {"namespace": spec.cilium_namespace, "nodegroups": [spec.new_nodegroup]}
+
+
 class GoldpingerOnNodesSensor(ClusterStateSensor):
     """A Ready goldpinger DaemonSet pod on every node of ``role``'s groups."""
 

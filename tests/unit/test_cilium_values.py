@@ -4,15 +4,11 @@ Covers: every key the runbook sets is present with the runbook's value (except t
 ``tunnel: disabled`` becomes ``routingMode: native``; ``cluster.name`` is derived as eksctl names the
 cluster; the egress interface is a parameter; the agents' node affinity is exactly the runbook's;
 overrides deep-merge (maps merge, lists and scalars replace, ``None`` deletes); the function is pure.
-Also the pure helpers of ``cilium.py``: Helm's release encoding round-trips, the install order puts
-kinds where Helm puts them, and the diff that decides "unchanged" ignores server-added fields.
+Every other Cilium component (envoy, operator, Hubble Relay) carries the same fence in its required
+node affinity, beside the chart's own pod (anti-)affinities.
 """
 
 from __future__ import annotations
-
-import base64
-import gzip
-import json
 
 import pytest
 import yaml
@@ -80,6 +76,29 @@ def test_affinity_is_exactly_the_runbooks() -> None:
     assert values()["affinity"] == RUNBOOK_AFFINITY
 
 
+FENCE = {"key": "cni", "operator": "NotIn", "values": ["aws-cni"]}
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param("envoy.affinity", id="cilium-envoy"),
+    pytest.param("operator.affinity", id="cilium-operator"),
+    pytest.param("hubble.relay.affinity", id="hubble-relay"),
+])
+def test_every_cilium_component_is_fenced_off_aws_cni_nodes(path: str) -> None:
+    node = values()
+    for key in path.split("."):
+        node = node[key]
+    terms = node["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms and all(FENCE in term["matchExpressions"] for term in terms), "every term must carry the fence"
+    assert set(node) == {"nodeAffinity"}, "the chart's pod (anti-)affinities are left to Helm's merge"
+
+
+def test_envoy_keeps_its_own_no_schedule_term() -> None:
+    terms = values()["envoy"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert {"key": "cilium.io/no-schedule", "operator": "NotIn", "values": ["true"]} in \
+        terms["nodeSelectorTerms"][0]["matchExpressions"]
+
+
 @pytest.mark.parametrize(("name", "region", "expected"), [
     pytest.param("dc-migrate", "us-west-1", "dc-migrate-us-west-1-eksctl-io", id="runbook"),
     pytest.param("Prod_EKS", "eu-central-1", "prod-eks-eu-central-1-eksctl-io", id="sanitised"),
@@ -97,7 +116,7 @@ def test_egress_interface_is_a_parameter() -> None:
                  lambda v: v["operator"]["unmanagedPodWatcher"] == {"restart": True} and v["operator"]["replicas"] == 1,
                  id="nested-map-merges-keeping-siblings"),
     pytest.param({"hubble": {"relay": {"enabled": False}}},
-                 lambda v: v["hubble"] == {"enabled": True, "relay": {"enabled": False}}, id="relay-off"),
+                 lambda v: v["hubble"]["enabled"] and v["hubble"]["relay"]["enabled"] is False, id="relay-off"),
     pytest.param({"tolerations": [{"key": "x", "operator": "Exists"}]},
                  lambda v: v["tolerations"] == [{"key": "x", "operator": "Exists"}], id="list-replaces"),
     pytest.param({"bpf": None}, lambda v: "bpf" not in v, id="none-deletes"),
@@ -115,34 +134,3 @@ def test_pure() -> None:
     assert result["tolerations"] == [{"operator": "Exists"}], "the result shares no structure with overrides"
     assert overrides["operator"] == {"unmanagedPodWatcher": {"restart": True}}, "overrides are not modified"
     assert values()["operator"]["replicas"] == 1
-
-
-def test_release_encoding_is_helms() -> None:
-    body = {"name": "cilium", "version": 3, "config": {"a": 1}}
-    encoded = cilium.encode_release(body)
-    assert json.loads(gzip.decompress(base64.b64decode(encoded))) == body
-    assert cilium.decode_release(encoded) == body
-    assert cilium.decode_release(base64.b64encode(json.dumps(body).encode()).decode()) == body, "plain json too"
-    assert cilium.secret_name("cilium", 3) == "sh.helm.release.v1.cilium.v3"
-
-
-def test_install_order_is_helms() -> None:
-    kinds = ["Deployment", "CiliumNode", "ConfigMap", "Service", "ClusterRoleBinding", "DaemonSet",
-             "ServiceAccount", "ClusterRole", "Alpha"]
-    docs = [(f"t/{i}", {"kind": k}) for i, k in enumerate(kinds)]
-    ordered = [d["kind"] for _, d in cilium.sort_install_order(docs)]
-    assert ordered == ["ServiceAccount", "ConfigMap", "ClusterRole", "ClusterRoleBinding", "Service",
-                       "DaemonSet", "Deployment", "Alpha", "CiliumNode"]
-
-
-@pytest.mark.parametrize(("current", "desired", "differs"), [
-    pytest.param({"spec": {"a": 1, "defaulted": "x"}}, {"spec": {"a": 1}}, False, id="server-defaults-ignored"),
-    pytest.param({"spec": {"a": 1}}, {"spec": {"a": 2}}, True, id="scalar-changed"),
-    pytest.param({"spec": {"l": [{"n": 1, "extra": 0}]}}, {"spec": {"l": [{"n": 1}]}}, False,
-                 id="list-items-may-carry-defaults"),
-    pytest.param({"spec": {"l": [1, 2]}}, {"spec": {"l": [1]}}, True, id="list-length-differs"),
-    pytest.param({"spec": {}}, {"spec": {"resources": {}}}, False, id="empty-map-dropped-by-server"),
-    pytest.param({"data": {"k": "0"}}, {"data": {"k": "15"}}, True, id="configmap-value"),
-])
-def test_differences(current: dict, desired: dict, differs: bool) -> None:
-    assert bool(cilium._differences(current, desired)) is differs
