@@ -1,6 +1,8 @@
 """End-to-end fixtures: one local Airflow for the session, a fresh twin per test, connections over REST.
 
 Each test's twin gets its own connection ids, passed to the DAG as params, so one Airflow serves every test.
+The DAG runs as the least-privilege identity of ``deploy/rbac/``: each twin enforces that file for the
+token in the DAG's Kubernetes connection (the tests' own setup and assertions use the admin token).
 Teardown always runs: a run the test left going is marked failed (the DAG allows one active run, so it
 would block the next test), the twin is stopped, and at the end of the session Airflow is stopped.
 """
@@ -17,11 +19,12 @@ from pathlib import Path
 import pytest
 
 from localrun.airflow import USERNAME, LocalAirflow
-from localrun.demo import DAG_ID, parse_env_file
+from localrun.demo import DAG_ID
 from localrun.rest import AirflowRest
 from tests.e2e.helpers import stop_active_runs
 from twin.cluster import Twin
 
+CLUSTERROLE = Path(__file__).resolve().parents[2] / "deploy" / "rbac" / "clusterrole.yaml"
 TIMING_SCALE = 0.15  # the twin's delays (node provisioning, pod start, ...) at 15%: a run takes ~80 s
 
 
@@ -47,15 +50,14 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowRest]:
         af.stop()
 
 
-def connect(rest: AirflowRest, twin: Twin, tmp_path: Path) -> tuple[str, str]:
-    """Create an AWS and a Kubernetes connection for this twin; return their ids."""
-    env_file = tmp_path / "twin.env"
-    twin.write_env_file(env_file)
-    env = parse_env_file(env_file)
+def connect(rest: AirflowRest, twin: Twin) -> tuple[str, str]:
+    """Create an AWS and a Kubernetes connection (the RBAC identity when the twin has one) for this twin;
+    return their ids."""
+    conns = twin.airflow_connections(token=twin.rbac_token or None)
     suffix = uuid.uuid4().hex[:8]
     ids = []
     for var, prefix in (("AIRFLOW_CONN_AWS_DEFAULT", "twin_aws"), ("AIRFLOW_CONN_KUBERNETES_DEFAULT", "twin_k8s")):
-        conn = json.loads(env[var])
+        conn = conns[var]
         extra = conn.get("extra", {})
         conn_id = f"{prefix}_{suffix}"
         rest.put_connection(conn_id, conn["conn_type"], extra if isinstance(extra, str) else json.dumps(extra),
@@ -71,10 +73,10 @@ def connected_twin(rest: AirflowRest, tmp_path: Path) -> Iterator[Connected]:
     from twin.config import Timing
     from twin.scenario import load_scenario
 
-    twin = Twin(load_scenario("default"), timing=Timing().scaled(TIMING_SCALE))
+    twin = Twin(load_scenario("default"), timing=Timing().scaled(TIMING_SCALE), rbac=CLUSTERROLE)
     twin.start()
     try:
-        aws_id, k8s_id = connect(rest, twin, tmp_path)
+        aws_id, k8s_id = connect(rest, twin)
         yield Connected(twin, aws_id, k8s_id)
     finally:
         stop_active_runs(rest)
