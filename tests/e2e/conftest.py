@@ -38,8 +38,14 @@ class Connected:
 
 
 @pytest.fixture(scope="session")
-def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowRest]:
-    af = LocalAirflow(home=tmp_path_factory.mktemp("airflow-home"))
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session Airflow's home: its database, every component's log and every task log."""
+    return tmp_path_factory.mktemp("airflow-home")
+
+
+@pytest.fixture(scope="session")
+def airflow(airflow_home: Path) -> Iterator[AirflowRest]:
+    af = LocalAirflow(home=airflow_home)
     try:
         af.start()
         rest = AirflowRest(af.url, USERNAME, af.password)

@@ -8,7 +8,9 @@ the migrated cluster must show, read from the twin over HTTP (official client, b
   wired by Cilium; aws-node is gone; ``ng-1`` is at 0 with no nodes left; every node is Ready;
 - goldpinger's full mesh is healthy; no PodDisruptionBudget was violated at any time during the run;
 - Cilium's unmanaged-pod watcher is on again (``unmanaged-pod-watcher-interval`` not "0");
-- re-running steps of the finished run (cleared over REST, nothing downstream) changes nothing.
+- re-running steps of the finished run (cleared over REST, nothing downstream) changes nothing;
+- no file of the Airflow home (database, every component's log, every task log of this and the earlier
+  runs of the session) holds private-key material, in clear or base64, or the twin's tokens.
 """
 
 from __future__ import annotations
@@ -151,3 +153,26 @@ def test_rerunning_finished_steps_changes_nothing(run: Run, cluster: Connected, 
     assert changes == dict.fromkeys(RERUN, []), changes
     assert node_groups(twin) == groups_before
     assert twin.store.resource_version == rv_before, "a re-run step wrote to the cluster"
+
+
+KEY_MARKERS = {  # "PRIVATE KEY" in clear, and in base64 at each of its three alignments
+    "a PEM private key": b"PRIVATE KEY-----",
+    "a base64 PEM private key": b"UFJJVkFURSBLRVkt",
+    "a base64 PEM private key (+1)": b"SVZBVEUgS0VZ",
+    "a base64 PEM private key (+2)": b"UklWQVRFIEtFWS0t",
+}
+
+
+def test_no_file_of_the_airflow_home_holds_key_material_or_a_token(run: Run, cluster: Connected,
+                                                                     airflow_home: Any) -> None:
+    markers = {**KEY_MARKERS, "the DAG's token": cluster.twin.rbac_token.encode(),
+               "the admin token": cluster.twin.token.encode()}
+    scanned, found = 0, []
+    for path in sorted(p for p in airflow_home.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        scanned += 1
+        found += [f"{what} in {path.relative_to(airflow_home)}" for what, marker in markers.items()
+                  if marker in data]
+    assert scanned > 20, f"only {scanned} files: is this the run's Airflow home?"
+    assert any(p.suffix == ".db" for p in airflow_home.rglob("*")), "the database is scanned too"
+    assert not found, "\n".join(found)

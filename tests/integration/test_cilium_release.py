@@ -32,7 +32,7 @@ from twin.scenario import load_scenario
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTERROLE = ROOT / "deploy" / "rbac" / "clusterrole.yaml"
 CHART = ROOT / "twin" / "charts" / "cilium"
-KEY_MARKERS = ("PRIVATE KEY", "LS0tLS1CRUdJTi")  # PEM headers in clear and in base64
+KEY_MARKERS = ("PRIVATE KEY", "UFJJVkFURSBLRVkt", "SVZBVEUgS0VZ", "UklWQVRFIEtFWS0t")  # clear, base64 x3
 
 
 @pytest.fixture(scope="module")
