@@ -173,3 +173,15 @@ def read_nodegroups(region: str, cluster: str) -> list[NodeGroupState] | None:
             )
         )
     return groups
+
+
+def set_cluster_endpoint(region: str, name: str, endpoint: str, ca_pem: bytes) -> None:
+    """Make ``describe_cluster`` answer as EKS does for this cluster: its API server's URL and the CA
+    (base64 PEM) that signed the server's certificate (moto makes up both)."""
+    import base64
+
+    from moto.eks.models import eks_backends
+
+    cluster = eks_backends[account_id()][region].clusters[name]
+    cluster.endpoint = endpoint
+    cluster.certificate_authority = {"data": base64.b64encode(ca_pem).decode()}

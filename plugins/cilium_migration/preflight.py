@@ -11,17 +11,65 @@ from __future__ import annotations
 
 from typing import Any
 
-from cilium_migration import aws_node, nodegroups, nodes
+from cilium_migration import aws_node, cluster_identity, nodegroups, nodes
 from cilium_migration.clients import Clients, items, read_or_none
 from cilium_migration.errors import PermanentError
-from cilium_migration.readiness import AGENT_NOT_READY_TAINT, name_of, node_cordoned
+from cilium_migration.readiness import (
+    AGENT_NOT_READY_TAINT,
+    labels_of,
+    name_of,
+    node_cordoned,
+    node_nodegroup,
+)
 from cilium_migration.spec import MigrationSpec
 
 CILIUM_DAEMONSET = "cilium"
+COMPUTE_TYPE_LABEL = "eks.amazonaws.com/compute-type"
+LEFT_OUT_COMPUTE = frozenset({"fargate", "hybrid"})  # not on the VPC CNI's DaemonSet: reported, left out
+NO_EXECUTE = "NO_EXECUTE"
+
+
+def _agent_taint(nodegroup: dict[str, Any]) -> dict[str, Any] | None:
+    return next((t for t in nodegroup.get("taints") or [] if t.get("key") == AGENT_NOT_READY_TAINT), None)
 
 
 def _has_agent_taint(nodegroup: dict[str, Any]) -> bool:
-    return any(t.get("key") == AGENT_NOT_READY_TAINT for t in nodegroup.get("taints") or [])
+    return _agent_taint(nodegroup) is not None
+
+
+def new_group_problem(spec: MigrationSpec, nodegroup: dict[str, Any]) -> str | None:
+    """The new group must carry ``node.cilium.io/agent-not-ready`` with effect NoExecute (Cilium's EKS
+    guide: pods that land before the agent is ready are evicted, not left unmanaged)."""
+    taints = [t for t in nodegroup.get("taints") or [] if t.get("key") == AGENT_NOT_READY_TAINT]
+    taint = next((t for t in taints if t.get("effect") == NO_EXECUTE), taints[0] if taints else None)
+    fix = (f"aws eks update-nodegroup-config --cluster-name {spec.cluster_name} --nodegroup-name "
+           f"{spec.new_nodegroup} --taints 'addOrUpdateTaints=[{{key={AGENT_NOT_READY_TAINT},value=true,"
+           f"effect={NO_EXECUTE}}}]'")
+    if taint is None:
+        return (f"new node group {spec.new_nodegroup} lacks the taint {AGENT_NOT_READY_TAINT}=true:NoExecute, so "
+                f"pods would start on its nodes before Cilium manages them; add it: {fix}")
+    if taint.get("effect") != NO_EXECUTE:
+        return (f"new node group {spec.new_nodegroup} has the taint {AGENT_NOT_READY_TAINT} with effect "
+                f"{taint.get('effect')}; Cilium's EKS guide requires NoExecute (pods that land before the agent "
+                f"is ready are evicted): {fix}")
+    return None
+
+
+def unaccounted_nodes(spec: MigrationSpec, all_nodes: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(nodes in no listed node group, Fargate and hybrid nodes left out by rule), each as 'name (why)'."""
+    listed = {*spec.old_nodegroups, spec.new_nodegroup}
+    unknown, left_out = [], []
+    for node in all_nodes:
+        compute = labels_of(node).get(COMPUTE_TYPE_LABEL, "")
+        group = node_nodegroup(node)
+        if compute in LEFT_OUT_COMPUTE:
+            left_out.append(f"{name_of(node)} ({compute})")
+        elif group not in listed:
+            karpenter = labels_of(node).get("karpenter.sh/nodepool")
+            where = (f"node group {group}" if group else f"Karpenter NodePool {karpenter}" if karpenter
+                     else "no managed node group")
+            unknown.append(f"{name_of(node)} ({where})")
+    return sorted(unknown), sorted(left_out)
 
 
 def release_state(clients: Clients, spec: MigrationSpec) -> Any:
@@ -35,8 +83,12 @@ def check(clients: Clients, spec: MigrationSpec) -> list[str]:
     Returns what was verified, one line each."""
     ok: list[str] = []
     problems: list[str] = []
-    nodegroups.describe_cluster(clients.eks, spec.cluster_name)
+    cluster = nodegroups.describe_cluster(clients.eks, spec.cluster_name)
     ok.append(f"cluster {spec.cluster_name} exists in {spec.region}")
+    wrong = cluster_identity.mismatch(clients.api_client, cluster)
+    if wrong:  # nothing else is worth checking on another cluster
+        raise PermanentError(f"preflight failed:\n- {wrong}")
+    ok.append(f"the Kubernetes connection reaches {spec.cluster_name}'s API server ({cluster.get('endpoint')})")
     for group in spec.old_nodegroups:
         try:
             ng = nodegroups.describe(clients.eks, spec.cluster_name, group)
@@ -50,13 +102,22 @@ def check(clients: Clients, spec: MigrationSpec) -> list[str]:
             ok.append(f"old node group {group} exists, untainted")
     try:
         new = nodegroups.describe(clients.eks, spec.cluster_name, spec.new_nodegroup)
-        if not _has_agent_taint(new):
-            problems.append(f"new node group {spec.new_nodegroup} lacks the taint {AGENT_NOT_READY_TAINT}=true "
-                            "(NoSchedule or NoExecute): add it so pods wait for Cilium (runbook eks-config)")
+        taint_problem = new_group_problem(spec, new)
+        if taint_problem:
+            problems.append(taint_problem)
         else:
-            ok.append(f"new node group {spec.new_nodegroup} exists with the {AGENT_NOT_READY_TAINT} taint")
+            ok.append(f"new node group {spec.new_nodegroup} exists with the {AGENT_NOT_READY_TAINT}:NoExecute taint")
     except PermanentError as exc:
         problems.append(str(exc))
+    unknown, left_out = unaccounted_nodes(spec, nodes.list_nodes(clients.core))
+    if unknown:
+        problems.append(f"{len(unknown)} node(s) belong to no listed node group: {', '.join(unknown[:20])}; the "
+                        "fence would take aws-node off them and Cilium would take them over unplanned: list "
+                        "their groups in old_nodegroups, or remove those nodes first")
+    else:
+        ok.append("every node belongs to a listed node group")
+    if left_out:
+        ok.append(f"left out by rule (Fargate and hybrid nodes do not run aws-node): {', '.join(left_out)}")
     ds = aws_node.read(clients.apps)
     if ds is None:
         problems.append("DaemonSet kube-system/aws-node not found: this DAG migrates from the AWS VPC CNI")

@@ -21,7 +21,7 @@ from twin.cluster import Twin, TwinError
 from twin.config import FAST
 from twin.scenario import ClusterSpec, load_scenario
 
-CILIUM_TAINT = {"key": "node.cilium.io/agent-not-ready", "value": "true", "effect": "NoSchedule"}
+CILIUM_TAINT = {"key": "node.cilium.io/agent-not-ready", "value": "true", "effect": "NoExecute"}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,8 @@ class TestSettled:
         assert client.describe_cluster(name="dc-migrate")["cluster"]["version"] == "1.30"
         ng = client.describe_nodegroup(clusterName="dc-migrate", nodegroupName="ng-cilium")["nodegroup"]
         assert ng["scalingConfig"]["desiredSize"] == 0
-        assert ng["taints"] == [dict(CILIUM_TAINT, effect="NO_SCHEDULE")]
+        assert ng["taints"] == [dict(CILIUM_TAINT, effect="NO_EXECUTE")]
+        assert client.describe_cluster(name="dc-migrate")["cluster"]["endpoint"] == twin.kube_tls_url, "as EKS does"
 
 
 class TestAccess:
