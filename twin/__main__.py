@@ -2,6 +2,11 @@
 
 Once the cluster has settled it writes the kubeconfig and env files (when asked) and prints one line
 starting with ``twin ready:`` that carries the URLs and file paths.
+
+With ``--rbac FILE`` (roles and their bindings to one subject, e.g. ``deploy/rbac/clusterrole.yaml``) the
+twin enforces that file for its RBAC token, and the kubeconfig and the env file's ``kubernetes_default``
+carry that restricted identity; the admin's kubeconfig is written next to the kubeconfig as
+``<kubeconfig>.admin`` (the ready line names it ``admin-kubeconfig=`` and the user ``rbac-user=``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,12 @@ from twin.scenario import Scenario, load_scenario
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="python -m twin", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="python -m twin",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog="Once settled it prints one line: 'twin ready: cluster=... region=... kubernetes=URL "
+        "kubernetes-tls=URL eks=URL [kubeconfig=PATH] [admin-kubeconfig=PATH] [env-file=PATH] "
+        "[rbac-user=NAME]'. With --rbac, kubeconfig= and the env file carry the RBAC user's token, "
+        "admin-kubeconfig= the admin's (for the twin's own setup and for checks).",
     )
     ap.add_argument(
         "--scenario",
@@ -28,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--kubeconfig", type=Path, help="write a kubeconfig for the twin here")
     ap.add_argument("--env-file", type=Path, help="write the Airflow connections (KEY='VALUE' lines) here")
+    ap.add_argument(
+        "--rbac",
+        type=Path,
+        metavar="FILE",
+        help="enforce this RBAC file (roles and their bindings to one subject) for the twin's RBAC token: "
+        "the kubeconfig and the env file's kubernetes_default connection then carry that restricted "
+        "identity, and the admin kubeconfig is written to <kubeconfig>.admin",
+    )
     ap.add_argument(
         "--port", type=int, default=0, help="Kubernetes API over plain HTTP (default 0: a free one)"
     )
@@ -55,6 +73,24 @@ def scenario_for(args: argparse.Namespace) -> Scenario:
     return load_scenario(args.scenario)
 
 
+def check_rbac_file(path: Path) -> str | None:
+    """Why the RBAC file cannot be enforced, or None when it can."""
+    import yaml
+
+    from twin.rbac import load_policy
+
+    try:
+        load_policy(path)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as err:
+        return f"--rbac {path}: {err}"
+    return None
+
+
+def admin_kubeconfig_path(kubeconfig: Path) -> Path:
+    """Where the admin's kubeconfig goes when the kubeconfig carries the RBAC identity."""
+    return kubeconfig.with_name(kubeconfig.name + ".admin")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from twin.cluster import Twin, TwinError
@@ -64,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"twin: {err}", file=sys.stderr)
         return 2
+    problem = check_rbac_file(args.rbac) if args.rbac else None
+    if problem:
+        print(f"twin: {problem}", file=sys.stderr)
+        return 2
     timing = scenario.make_timing(Timing()).scaled(args.timing_scale)
     twin = Twin(
         scenario,
@@ -72,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         eks_port=args.eks_port,
         tls_port=args.tls_port,
         settle_timeout=args.settle_timeout,
+        rbac=args.rbac,
     )
     stop, ready = threading.Event(), threading.Event()
 
@@ -99,18 +140,27 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     ready.set()
     try:
+        identity = twin.rbac_token or None  # the RBAC identity with --rbac, else the admin
+        admin_kubeconfig = admin_kubeconfig_path(args.kubeconfig) if args.kubeconfig and identity else None
         if args.kubeconfig:
-            twin.write_kubeconfig(args.kubeconfig)
+            twin.write_kubeconfig(args.kubeconfig, token=identity)
+        if admin_kubeconfig:
+            twin.write_kubeconfig(admin_kubeconfig)
         if args.env_file:
-            twin.write_env_file(args.env_file)
+            twin.write_env_file(args.env_file, token=identity)
         files = "".join(
             f" {label}={path.resolve()}"
-            for label, path in (("kubeconfig", args.kubeconfig), ("env-file", args.env_file))
+            for label, path in (
+                ("kubeconfig", args.kubeconfig),
+                ("admin-kubeconfig", admin_kubeconfig),
+                ("env-file", args.env_file),
+            )
             if path
         )
+        user = f" rbac-user={twin.rbac.username}" if twin.rbac else ""
         print(
             f"twin ready: cluster={scenario.cluster.name} region={scenario.cluster.region} "
-            f"kubernetes={twin.kube_url} kubernetes-tls={twin.kube_tls_url} eks={twin.eks_url}{files}",
+            f"kubernetes={twin.kube_url} kubernetes-tls={twin.kube_tls_url} eks={twin.eks_url}{files}{user}",
             flush=True,
         )
         while not stop.wait(0.5):

@@ -16,10 +16,22 @@ Rules (Kubernetes' semantics):
   trailing ``*`` matches by prefix.
 - ``bind``, ``escalate`` and ``impersonate`` are never a request's verb: the API server checks them while
   serving another request (creating a role binding or a role), so no request log shows them.
+
+Escalation prevention (the comparison kube-apiserver's RBAC storage makes, ``twin.api.escalation`` applies it):
+- ``uncovered(owner, rules)``: each rule is broken down into one verb x group x resource (x name), or one
+  verb x URL; a piece is covered by an owner rule whose verbs, groups, resources hold it (``*`` covers
+  everything, ``*/sub`` every resource's ``sub``, a ``*`` piece only ``*``), whose resourceNames are none
+  or hold its name (a nameless piece needs a nameless owner rule), whose URLs equal it or end with ``*``
+  and prefix it, and, for a Role's rule, whose namespace is the piece's (a ClusterRole's rule covers
+  every namespace; a cluster-wide piece needs a cluster-wide rule).
+- ``escalation_message`` words the refusal as kube-apiserver does: the missing pieces compacted (verbs
+  of one group/resource/name merged), rendered ``{APIGroups:[""], Resources:["pods"], Verbs:["delete"]}``
+  (Go's ``%q``), one a line, sorted.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,28 +181,96 @@ def covers(role: Policy, rules: Iterable[Rule]) -> bool:
     """Whether ``role`` grants every permission of ``rules``: the API server's check that creating a role
     with these rules, or binding one, escalates nothing (otherwise ``escalate`` / ``bind`` is needed).
     A wildcard in ``rules`` is covered only by the same wildcard."""
-    return all(_granted(role, p) for rule in rules for p in rule.permissions())
+    return not uncovered(role.rules, rules)
 
 
-def _granted(role: Policy, permission: Permission) -> bool:
-    if permission.non_resource_url:
-        return any(permission.verb in r.verbs and permission.non_resource_url in r.non_resource_urls
-                   or ("*" in r.verbs and "*" in r.non_resource_urls) for r in role.rules)
-    resource, _, subresource = permission.resource.partition("/")
-    request = _Attributes(permission.verb, permission.api_group, resource, subresource, permission.namespace,
-                          permission.resource_name, "")
-    return any(rule.matches(request) for rule in role.rules)
+def breakdown(rule: Rule) -> list[Rule]:
+    """The rule as pieces of one verb x group x resource (x name), then one verb x URL (Kubernetes' order)."""
+    pieces = [Rule((verb,), (group,), (resource,), (name,) if name else (), (), rule.namespace)
+              for group in rule.api_groups for resource in rule.resources for verb in rule.verbs
+              for name in rule.resource_names or ("",)]
+    pieces += [Rule((verb,), non_resource_urls=(url,), namespace=rule.namespace)
+               for url in rule.non_resource_urls for verb in rule.verbs]
+    return pieces
+
+
+def rule_covers(owner: Rule, piece: Rule) -> bool:
+    """Whether ``owner`` covers ``piece`` (one of ``breakdown``'s), as Kubernetes' ``ruleCovers`` decides."""
+    if owner.namespace and owner.namespace != piece.namespace:
+        return False
+    names_covered = (not owner.resource_names
+                     or bool(piece.resource_names) and set(piece.resource_names) <= set(owner.resource_names))
+    return (_has_all(owner.verbs, piece.verbs) and _has_all(owner.api_groups, piece.api_groups)
+            and all(_resource_covered(owner.resources, r) for r in piece.resources)
+            and all(any(_url_covers(o, url) for o in owner.non_resource_urls) for url in piece.non_resource_urls)
+            and names_covered)
+
+
+def uncovered(owner: Iterable[Rule], rules: Iterable[Rule]) -> list[Rule]:
+    """The pieces of ``rules`` no rule of ``owner`` covers (empty: granting ``rules`` escalates nothing)."""
+    held = list(owner)
+    return [piece for rule in rules for piece in breakdown(rule) if not any(rule_covers(o, piece) for o in held)]
+
+
+def compact(pieces: Iterable[Rule]) -> list[Rule]:
+    """Pieces of one group, one resource and at most one name merged into one rule with all their verbs."""
+    merged: dict[tuple[str, str, tuple[str, ...]], Rule] = {}
+    others: list[Rule] = []
+    for piece in pieces:
+        if piece.non_resource_urls or len(piece.api_groups) != 1 or len(piece.resources) != 1 \
+                or len(piece.resource_names) > 1:
+            others.append(piece)
+            continue
+        key = (piece.api_groups[0], piece.resources[0], piece.resource_names)
+        seen = merged.get(key)
+        merged[key] = piece if seen is None else Rule(seen.verbs + piece.verbs, seen.api_groups, seen.resources,
+                                                      seen.resource_names, (), seen.namespace)
+    return others + list(merged.values())
+
+
+def compact_string(rule: Rule) -> str:
+    """``{APIGroups:[""], Resources:["pods"], Verbs:["get" "list"]}``: Kubernetes' ``CompactString``."""
+    fields = (("APIGroups", rule.api_groups), ("Resources", rule.resources),
+              ("NonResourceURLs", rule.non_resource_urls), ("ResourceNames", rule.resource_names),
+              ("Verbs", rule.verbs))
+    return "{" + ", ".join(f"{name}:{go_quote_list(values)}" for name, values in fields if values) + "}"
+
+
+def go_quote_list(values: Iterable[str]) -> str:
+    """A string slice as Go's ``%q`` prints it: ``["a" "b"]``."""
+    return "[" + " ".join(json.dumps(v, ensure_ascii=False) for v in values) + "]"
+
+
+def groups_of(user: str) -> tuple[str, ...]:
+    """The groups the API server puts a token-authenticated user in (service accounts get theirs too)."""
+    if user.startswith("system:serviceaccount:"):
+        namespace = user.split(":")[2]
+        return ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated")
+    return ("system:authenticated",)
+
+
+def escalation_message(user: str, missing: Iterable[Rule]) -> str:
+    """Why granting ``missing`` is refused, word for word (the part after ``... is forbidden: ``)."""
+    lines = sorted({compact_string(rule) for rule in compact(missing)})
+    return (f"user {json.dumps(user)} (groups={go_quote_list(groups_of(user))}) is attempting to grant RBAC "
+            "permissions not currently held:\n" + "\n".join(lines))
+
+
+# What setting a ClusterRole's aggregationRule needs (it can gather anything): kube-apiserver's fullAuthority.
+FULL_AUTHORITY: tuple[Rule, ...] = (Rule(("*",), ("*",), ("*",)), Rule(("*",), non_resource_urls=("*",)))
 
 
 @dataclass(frozen=True)
-class _Attributes:
+class Attributes:
+    """A request as an authorizer sees it, made up by the API server (``bind``/``escalate`` checks)."""
+
     verb: str
     api_group: str
     resource: str
-    subresource: str
-    namespace: str
-    name: str
-    path: str
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+    path: str = ""
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -233,6 +313,21 @@ def forbidden_message(request: RequestAttributes, user: str) -> str:
 
 def _contains(values: tuple[str, ...], value: str) -> bool:
     return "*" in values or value in values
+
+
+def _has_all(owner: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
+    return "*" in owner or set(wanted) <= set(owner)
+
+
+def _resource_covered(owner: tuple[str, ...], resource: str) -> bool:
+    if "*" in owner or resource in owner:
+        return True
+    _, slash, subresource = resource.partition("/")
+    return bool(slash) and f"*/{subresource}" in owner
+
+
+def _url_covers(owner: str, url: str) -> bool:
+    return owner == url or owner.endswith("*") and url.startswith(owner.rstrip("*"))
 
 
 def _resource_matches(rule_resource: str, resource: str, subresource: str) -> bool:

@@ -3,7 +3,10 @@
 Covers: the ready line carries the URLs (plain and TLS Kubernetes API, EKS) and the file paths;
 ``kubectl --kubeconfig FILE`` works against it; the env file holds both Airflow connections; the
 generated ``large`` scenario has its node and pod counts; SIGTERM and SIGINT stop it with exit 0; an
-unknown scenario exits 2 naming the built-in ones.
+unknown scenario exits 2 naming the built-in ones. With ``--rbac FILE`` the kubeconfig and the env file's
+``kubernetes_default`` carry the restricted identity (kubectl is refused what the file does not grant),
+the admin kubeconfig sits next to it as ``<kubeconfig>.admin``, the ready line names both and the user;
+an unreadable RBAC file exits 2.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = "/usr/bin/kubectl"
+CLUSTERROLE = ROOT / "deploy" / "rbac" / "clusterrole.yaml"
 
 
 def start_twin(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
@@ -121,3 +127,60 @@ def test_generated_scenario(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def kubectl(kubeconfig: str | Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True,
+                          timeout=30)
+
+
+def token_of(kubeconfig: dict[str, Any]) -> str:
+    return str(kubeconfig["users"][0]["user"]["token"])
+
+
+def test_rbac_file_makes_the_written_identity_the_restricted_one(tmp_path: Path) -> None:
+    proc, ready = start_twin(tmp_path, "--rbac", str(CLUSTERROLE))
+    try:
+        fields = dict(re.findall(r"([a-z-]+)=(\S+)", ready))
+        assert fields["rbac-user"] == "cilium-migration"
+        assert Path(fields["kubeconfig"]) == (tmp_path / "kubeconfig").resolve()
+        assert Path(fields["admin-kubeconfig"]) == (tmp_path / "kubeconfig.admin").resolve()
+
+        nodes = kubectl(fields["kubeconfig"], "get", "nodes", "-o", "name")
+        assert nodes.returncode == 0, nodes.stderr
+        assert len(nodes.stdout.split()) == 3
+        secrets = kubectl(fields["kubeconfig"], "get", "secrets", "-n", "default")
+        assert secrets.returncode != 0
+        assert ('secrets is forbidden: User "cilium-migration" cannot list resource "secrets" in API group "" '
+                'in the namespace "default"') in secrets.stderr
+        admin = kubectl(fields["admin-kubeconfig"], "get", "secrets", "-n", "default")
+        assert admin.returncode == 0, admin.stderr
+
+        restricted = yaml.safe_load(Path(fields["kubeconfig"]).read_text())
+        admin_config = yaml.safe_load(Path(fields["admin-kubeconfig"]).read_text())
+        env = {k: v.strip("'") for k, v in (line.split("=", 1) for line in
+                                            (tmp_path / "twin.env").read_text().splitlines())}
+        connection = json.loads(env["AIRFLOW_CONN_KUBERNETES_DEFAULT"])
+        assert token_of(connection["extra"]["kube_config"]) == token_of(restricted) == env["TWIN_RBAC_TOKEN"]
+        assert token_of(admin_config) == env["TWIN_TOKEN"] != env["TWIN_RBAC_TOKEN"]
+        assert env["TWIN_RBAC_USER"] == "cilium-migration"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("content", [
+    pytest.param(None, id="missing"),
+    pytest.param("kind: ClusterRoleBinding\nmetadata: {name: x}\nroleRef: {kind: ClusterRole, name: r}\n"
+                 "subjects: [{kind: User, name: u}]\n", id="binds-an-undefined-role"),
+    pytest.param("{{ not yaml", id="not-yaml"),
+])
+def test_an_unusable_rbac_file_exits_2(tmp_path: Path, content: str | None) -> None:
+    path = tmp_path / "rbac.yaml"
+    if content is not None:
+        path.write_text(content)
+    out = subprocess.run([sys.executable, "-m", "twin", "--rbac", str(path)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.startswith(f"twin: --rbac {path}: ")

@@ -58,7 +58,7 @@ class TestDefaultScenario:
         cilium = groups["ng-cilium"]
         assert (cilium.instanceType, cilium.desired, cilium.min, cilium.max) == ("m5.large", 0, 0, 3)
         assert [t.eks() for t in cilium.taints] == [
-            {"key": "node.cilium.io/agent-not-ready", "value": "true", "effect": "NO_SCHEDULE"}
+            {"key": "node.cilium.io/agent-not-ready", "value": "true", "effect": "NO_EXECUTE"}
         ]
 
     def test_aws_node_has_the_runbooks_before_affinity(self) -> None:
