@@ -299,15 +299,16 @@ def test_escalate_and_bind_are_granted_exactly_where_the_dag_needs_them(runs: Ru
         created = {k: v for k, v in states[1].items() if k not in states[0]}
         roles = {**states[0], **states[1]}
         for key, obj in created.items():
-            kind = key.split("/")[0]
-            if kind in ("roles", "clusterroles") and not covers(role, map(Rule.from_dict, obj.get("rules") or [])):
+            kind, namespace = key.split("/")[0], key.split("/")[1]  # a Role's rules hold in its namespace
+            rules = [Rule.from_dict(r, namespace) for r in obj.get("rules") or []]
+            if kind in ("roles", "clusterroles") and not covers(role, rules):
                 needs_escalate.add(kind)
             if kind in ("rolebindings", "clusterrolebindings"):
                 ref = obj["roleRef"]
                 ref_kind = "clusterroles" if ref["kind"] == "ClusterRole" else "roles"
                 ns = "" if ref_kind == "clusterroles" else key.split("/")[1]
                 target = roles.get(f"{ref_kind}/{ns}/{ref['name']}", {})
-                if not covers(role, map(Rule.from_dict, target.get("rules") or [])):
+                if not covers(role, [Rule.from_dict(r, key.split("/")[1]) for r in target.get("rules") or []]):
                     needs_bind.add((ref_kind, ref["name"]))
     granted_escalate = {p.resource for p in role.permissions() if p.verb == "escalate"}
     granted_bind = {(p.resource, p.resource_name) for p in role.permissions() if p.verb == "bind"}
