@@ -12,7 +12,8 @@ Rules:
   the same process can use the same cluster name.
 - With ``rbac=<RBAC YAML>`` (roles and their bindings, ``twin.rbac``) a second token (``rbac_token``)
   authenticates as the subject the bindings name; its requests are authorized against those roles
-  (403 Forbidden when denied).
+  (403 Forbidden when denied). The kubeconfig and connection builders take ``token=`` to carry that
+  identity instead of the admin's.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import yaml
 
 from twin import eks
 from twin.admin import AdminApi
+from twin.api import discovery
 from twin.apiserver import ApiServer
 from twin.config import Timing
 from twin.controllers import core_controllers
@@ -74,12 +76,13 @@ class Twin:
         self.eks = eks.EksServer(region=self.region, port=eks_port)
         self.api = ApiServer(self.store, port=kube_port, token=self.token, faults=self.faults, tls=True)
         self.api.tls_port = tls_port
+        self.api.version_info = discovery.version_info(scenario.cluster.version)  # GET /version
         self.rbac: Policy | None = None
         self.rbac_token = ""
         if rbac is not None:
             self.rbac = load_policy(rbac)
             self.rbac_token = secrets.token_urlsafe(32)
-            self.api.add_user(self.rbac_token, self.rbac.username, self.rbac.allows)
+            self.api.add_user(self.rbac_token, self.rbac.username, self.rbac.allows, self.rbac.rules)
         self.controllers: list[Controller] = []
         self.goldpinger = GoldpingerModel(self.store, self.timing, self.faults)
         self.disruption: DisruptionController | None = None
@@ -186,6 +189,7 @@ class Twin:
         client = self.boto3_client("eks")
         cluster = self.scenario.cluster
         eks.create_cluster(client, name=cluster.name, version=cluster.version)
+        eks.set_cluster_endpoint(self.region, cluster.name, self.kube_tls_url, self.api.ca_pem)
         for ng in self.scenario.nodegroups:
             eks.create_nodegroup(
                 client,
@@ -312,8 +316,9 @@ class Twin:
             "current-context": arn,
         }
 
-    def write_kubeconfig(self, path: str | Path) -> None:
-        _write_private(Path(path), yaml.safe_dump(self.kubeconfig(), sort_keys=False))
+    def write_kubeconfig(self, path: str | Path, *, token: str | None = None) -> None:
+        """``kubeconfig(token=token)`` as a private YAML file (the admin's when ``token`` is None)."""
+        _write_private(Path(path), yaml.safe_dump(self.kubeconfig(token=token), sort_keys=False))
 
     def airflow_connections(self, *, token: str | None = None) -> dict[str, dict[str, Any]]:
         """The Airflow connections (JSON form) that reach this twin: aws_default and kubernetes_default
@@ -331,10 +336,12 @@ class Twin:
             },
         }
 
-    def write_env_file(self, path: str | Path) -> None:
-        """KEY='VALUE' lines: the Airflow connections plus the twin's URLs and token."""
+    def write_env_file(self, path: str | Path, *, token: str | None = None) -> None:
+        """KEY='VALUE' lines: the Airflow connections (kubernetes_default carrying ``token`` when given, e.g.
+        the ``rbac_token``), the twin's URLs and admin token, and with ``rbac=`` its RBAC user and token."""
         env = {
-            key: json.dumps(conn, separators=(",", ":")) for key, conn in self.airflow_connections().items()
+            key: json.dumps(conn, separators=(",", ":"))
+            for key, conn in self.airflow_connections(token=token).items()
         }
         env.update(
             {
@@ -346,6 +353,8 @@ class Twin:
                 "TWIN_CLUSTER": self.cluster_name,
             }
         )
+        if self.rbac is not None:
+            env.update({"TWIN_RBAC_USER": self.rbac.username, "TWIN_RBAC_TOKEN": self.rbac_token})
         _write_private(Path(path), "".join(f"{k}='{v}'\n" for k, v in env.items()))
 
     def kube_client(self) -> kubernetes.client.ApiClient:

@@ -7,6 +7,8 @@ header, as kubectl 1.32 does, which saves it one request per group version.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any
 
 from twin.resources import RESOURCE_TYPES, ResourceType
@@ -22,6 +24,31 @@ VERSION_INFO: dict[str, str] = {
     "compiler": "gc",
     "platform": "linux/amd64",
 }
+
+# The EKS platform patch release of each Kubernetes minor the twin can report (gitVersion
+# "v1.<minor>.<patch>-eks-<commit>", minor "<minor>+", as EKS's API servers answer /version).
+EKS_PATCH_RELEASES: dict[int, int] = {
+    23: 17, 24: 17, 25: 16, 26: 15, 27: 16, 28: 15, 29: 15, 30: 14, 31: 10, 32: 6, 33: 2, 34: 1,
+}
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def version_info(version: str) -> dict[str, str]:
+    """/version for a cluster of Kubernetes ``version`` ("1.29", "1.29.3" or "v1.29.3"), as EKS reports
+    it: ``major "1"``, ``minor "29+"``, ``gitVersion "v1.29.15-eks-<7 hex>"`` (the given patch, else
+    EKS's current patch release of that minor). The other fields are those of ``VERSION_INFO``."""
+    m = _VERSION.match(version.strip())
+    if m is None:
+        raise ValueError(f"not a Kubernetes version: {version!r}")
+    major, minor = int(m.group(1)), int(m.group(2))
+    patch = int(m.group(3)) if m.group(3) is not None else EKS_PATCH_RELEASES.get(minor, 0)
+    git_version = f"v{major}.{minor}.{patch}"
+    if git_version == VERSION_INFO["gitVersion"].split("-", 1)[0]:
+        return dict(VERSION_INFO)
+    digest = hashlib.sha1(git_version.encode()).hexdigest()
+    return {**VERSION_INFO, "major": str(major), "minor": f"{minor}+",
+            "gitVersion": f"{git_version}-eks-{digest[:7]}", "gitCommit": digest}
+
 
 AGGREGATED_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 

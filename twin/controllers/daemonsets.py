@@ -10,8 +10,15 @@ Rules (as kube-controller-manager's DaemonSet controller):
   tolerate everything).
 - A pod keeps running on a node that stops fitting only through a new NoSchedule taint; a node that no
   longer matches the affinity, gains an untolerated NoExecute taint, or is gone loses its pod.
-- New pods are bound directly: ``spec.nodeName`` plus the node-name ``matchFields`` affinity that
-  replaces the template's required node affinity, as the real controller writes it.
+- New pods carry the node-name ``matchFields`` affinity that replaces the template's required node
+  affinity, as the real controller writes it, and are bound (``spec.nodeName``) directly when the
+  scheduler's inter-pod affinity filter would pass on that node: the template's required pod affinity
+  (a matching pod on a node of the same topology value; namespaces, namespaceSelector) and pod
+  anti-affinity, and the required anti-affinity of the pods already placed. Otherwise the pod is
+  created unbound, Pending with ``PodScheduled=False`` (Unschedulable, the scheduler's message), and
+  bound once it fits (cilium-envoy waits for the Cilium agent on its node; on a node where no agent
+  can run it stays Pending, as on a real cluster). Pods belong to the node they target (``nodeName``,
+  else that ``matchFields`` term), for placement, rolling updates and status alike.
 - Pods carry ``controller-revision-hash`` (hash of the template) and ``pod-template-generation``.
 - RollingUpdate (maxUnavailable, default 1, percentages of the desired count rounded up): old pods are
   replaced node by node, never leaving more than maxUnavailable nodes without an available pod; old
@@ -28,7 +35,9 @@ from typing import Any
 from twin.controllers.base import (
     NOT_READY_TAINT,
     Controller,
+    condition,
     controller_ref,
+    labels_of,
     node_ready,
     node_taints,
     owned_by,
@@ -37,10 +46,11 @@ from twin.controllers.base import (
     pod_from_template,
     pod_ready,
     scaled_int_or_percent,
+    set_condition,
     template_hash,
 )
-from twin.resources import DAEMONSETS, NODES, PODS
-from twin.selectors import pod_fits_node_affinity, tolerates
+from twin.resources import DAEMONSETS, NAMESPACES, NODES, PODS
+from twin.selectors import labels_match, pod_fits_node_affinity, selector_from_dict, tolerates
 from twin.store import Obj, now_iso
 
 REVISION_LABEL = "controller-revision-hash"
@@ -86,15 +96,115 @@ def node_should_run(template_spec: dict[str, Any], node: Obj) -> tuple[bool, boo
     return True, True
 
 
-def daemon_pod_spec(template_spec: dict[str, Any], node_name: str) -> dict[str, Any]:
+def daemon_pod_spec(template_spec: dict[str, Any], node_name: str, *, bind: bool = True) -> dict[str, Any]:
+    """The daemon pod's spec for ``node_name``: the node-name affinity, the daemon tolerations, and
+    ``nodeName`` when ``bind``."""
     spec = copy.deepcopy(template_spec)
     spec["tolerations"] = daemon_tolerations(template_spec)
     affinity = spec.setdefault("affinity", {})
     node_affinity = affinity.setdefault("nodeAffinity", {})
     node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": [
         {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node_name]}]}]}
-    spec["nodeName"] = node_name
+    if bind:
+        spec["nodeName"] = node_name
     return spec
+
+
+def target_node(pod: Obj) -> str:
+    """The node a daemon pod is for: its ``nodeName``, else the node its ``matchFields`` term names."""
+    spec = pod.get("spec") or {}
+    if spec.get("nodeName"):
+        return str(spec["nodeName"])
+    required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
+                .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    for term in required.get("nodeSelectorTerms") or []:
+        for field in term.get("matchFields") or []:
+            if field.get("key") == "metadata.name" and field.get("operator") == "In" and field.get("values"):
+                return str(field["values"][0])
+    return ""
+
+
+# ---- inter-pod affinity (the scheduler's InterPodAffinity filter, required terms only) --------------
+
+class _Placed:
+    """The active pods bound to existing nodes, with their nodes' labels and the namespaces' labels."""
+
+    def __init__(self, pods: list[Obj], nodes: list[Obj], namespaces: list[Obj]) -> None:
+        self.node_labels = {n["metadata"]["name"]: labels_of(n) for n in nodes}
+        self.namespace_labels = {ns["metadata"]["name"]: labels_of(ns) for ns in namespaces}
+        self.pods: list[Obj] = []
+        self.anti_terms: list[tuple[Obj, Mapping[str, Any]]] = []  # (bound pod, its required anti-affinity term)
+        for pod in pods:
+            self.add(pod)
+
+    def add(self, pod: Obj) -> None:
+        if (pod.get("spec") or {}).get("nodeName") not in self.node_labels:
+            return
+        self.pods.append(pod)
+        anti = ((pod["spec"].get("affinity") or {}).get("podAntiAffinity") or {})
+        for term in anti.get("requiredDuringSchedulingIgnoredDuringExecution") or []:
+            self.anti_terms.append((pod, term))
+
+    def _term_covers(self, term: Mapping[str, Any], owner_namespace: str, pod: Obj) -> bool:
+        """Whether ``pod`` is among the pods a term of a pod in ``owner_namespace`` selects."""
+        namespace = pod["metadata"].get("namespace", "")
+        ns_selector = term.get("namespaceSelector")
+        listed = term.get("namespaces") or []
+        if ns_selector is not None or listed:
+            in_scope = namespace in listed or (
+                ns_selector is not None
+                and labels_match(selector_from_dict(ns_selector), self.namespace_labels.get(namespace, {})))
+        else:
+            in_scope = namespace == owner_namespace
+        return (in_scope and term.get("labelSelector") is not None
+                and labels_match(selector_from_dict(term.get("labelSelector")), labels_of(pod)))
+
+    def reason(self, namespace: str, labels: Mapping[str, str], pod_spec: Mapping[str, Any],
+               node_name: str) -> str | None:
+        """Why a pod (``namespace``, ``labels``, ``pod_spec``) cannot go to ``node_name`` by inter-pod
+        affinity, in the scheduler's words; None when it can."""
+        here = self.node_labels.get(node_name, {})
+        incoming = {"metadata": {"namespace": namespace, "labels": dict(labels)}}
+        affinity = pod_spec.get("affinity") or {}
+
+        def same_topology(other: Obj, key: str) -> bool:
+            return key in here and self.node_labels[other["spec"]["nodeName"]].get(key) == here[key]
+
+        terms = (affinity.get("podAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or []
+        if terms:
+            # As kube-scheduler: only pods matching all the terms count, the node must carry every
+            # term's topology key, and each term's domain there must hold such a pod. The first pod of a
+            # group (none matches anywhere, and it matches its own terms) may go to any such node.
+            matching = [p for p in self.pods if all(self._term_covers(t, namespace, p) for t in terms)]
+            keys = [t.get("topologyKey", "") for t in terms]
+            if not all(k in here for k in keys):
+                return "node(s) didn't match pod affinity rules"
+            if not all(any(same_topology(p, k) for p in matching) for k in keys) and not (
+                    not matching and all(self._term_covers(t, namespace, incoming) for t in terms)):
+                return "node(s) didn't match pod affinity rules"
+        for term in (affinity.get("podAntiAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or []:
+            key = term.get("topologyKey", "")
+            if any(same_topology(p, key) for p in self.pods if self._term_covers(term, namespace, p)):
+                return "node(s) didn't match pod anti-affinity rules"
+        for other, term in self.anti_terms:
+            if (same_topology(other, term.get("topologyKey", ""))
+                    and self._term_covers(term, other["metadata"].get("namespace", ""), incoming)):
+                return "node(s) didn't satisfy existing pods anti-affinity rules"
+        return None
+
+
+def unschedulable_message(total: int, reason: str) -> str:
+    """The scheduler's message for a daemon pod that only its own node could take (the others fail on
+    the node-name affinity), and that node not for ``reason``. As kube-scheduler, "count reason" strings
+    sorted; anti-affinity failures are ones preemption might resolve, the others are not."""
+    reasons = [f"1 {reason}"] + ([f"{total - 1} node(s) didn't match Pod's node affinity/selector"]
+                                 if total > 1 else [])
+    preemptible = "anti-affinity" in reason
+    preemption = (["1 No preemption victims found for incoming pod"] if preemptible else []) + (
+        [f"{total - 1 if preemptible else total} Preemption is not helpful for scheduling"]
+        if total - (1 if preemptible else 0) > 0 else [])
+    return (f"0/{total} nodes are available: {', '.join(sorted(reasons))}. preemption: 0/{total} nodes are "
+            f"available: {', '.join(sorted(preemption))}.")
 
 
 class DaemonSetController(Controller):
@@ -106,19 +216,20 @@ class DaemonSetController(Controller):
     def reconcile(self) -> None:
         nodes = list(self.store.iter_all(NODES))
         pods = [p for p in self.store.iter_all(PODS) if pod_active(p)]
+        placed = _Placed(pods, nodes, list(self.store.iter_all(NAMESPACES)))
         for ds in self.store.iter_all(DAEMONSETS):
             if ds["metadata"].get("deletionTimestamp"):
                 continue
             mine = [p for p in pods if owned_by(p, ds)]
-            self._sync(ds, nodes, mine)
+            self._sync(ds, nodes, mine, placed)
 
-    def _sync(self, ds: Obj, nodes: list[Obj], pods: list[Obj]) -> None:
+    def _sync(self, ds: Obj, nodes: list[Obj], pods: list[Obj], placed: _Placed) -> None:
         template = ds["spec"].get("template") or {}
         template_spec = template.get("spec") or {}
         revision = template_hash(template)
         by_node: dict[str, list[Obj]] = {}
         for p in sorted(pods, key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"])):
-            by_node.setdefault(p["spec"].get("nodeName", ""), []).append(p)
+            by_node.setdefault(target_node(p), []).append(p)
         node_names = {n["metadata"]["name"] for n in nodes}
         for name, stray in by_node.items():
             if name not in node_names:
@@ -132,7 +243,9 @@ class DaemonSetController(Controller):
             if run:
                 should_run_nodes.append(name)
                 if not here:
-                    self._create_pod(ds, template, revision, name)
+                    self._create_pod(ds, template, revision, name, placed, len(nodes))
+                elif not here[0]["spec"].get("nodeName"):
+                    self._try_bind(here[0], name, placed, len(nodes))
                 for extra in here[1:]:
                     self.delete(PODS, extra)
             elif not keep:
@@ -143,14 +256,51 @@ class DaemonSetController(Controller):
             self._rolling_update(ds, revision, should_run_nodes, by_node)
         self._write_status(ds, revision, nodes)
 
-    def _create_pod(self, ds: Obj, template: Obj, revision: str, node_name: str) -> None:
+    def _create_pod(self, ds: Obj, template: Obj, revision: str, node_name: str, placed: _Placed,
+                    total_nodes: int) -> None:
         generation = str((ds["metadata"].get("annotations") or {}).get(TEMPLATE_GENERATION_ANNOTATION)
                          or ds["metadata"].get("generation", 1))
         pod = pod_from_template(template, ds, {REVISION_LABEL: revision, GENERATION_LABEL: generation})
-        pod["spec"] = daemon_pod_spec(pod["spec"], node_name)
-        pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                                        "lastTransitionTime": now_iso()}]
-        self.create_with_suffix(PODS, pod, ds["metadata"]["name"] + "-")
+        reason = placed.reason(pod["metadata"]["namespace"], pod["metadata"]["labels"], pod["spec"], node_name)
+        pod["spec"] = daemon_pod_spec(pod["spec"], node_name, bind=reason is None)
+        if reason is None:
+            pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                                            "lastTransitionTime": now_iso()}]
+        else:
+            pod["status"]["phase"] = "Pending"
+            pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "lastProbeTime": None,
+                                            "lastTransitionTime": now_iso(), "reason": "Unschedulable",
+                                            "message": unschedulable_message(total_nodes, reason)}]
+        created = self.create_with_suffix(PODS, pod, ds["metadata"]["name"] + "-")
+        placed.add(created)
+
+    def _try_bind(self, pod: Obj, node_name: str, placed: _Placed, total_nodes: int) -> None:
+        """Bind an unbound daemon pod to its node once inter-pod affinity allows, else say why not."""
+        meta = pod["metadata"]
+        reason = placed.reason(meta["namespace"], labels_of(pod), pod["spec"], node_name)
+        if reason is not None:
+            message = unschedulable_message(total_nodes, reason)
+            current = condition(pod, "PodScheduled") or {}
+            if (current.get("status"), current.get("message")) != ("False", message):
+                def unschedulable(p: Obj) -> None:
+                    status = p.setdefault("status", {})
+                    status.setdefault("phase", "Pending")
+                    set_condition(status, "PodScheduled", "False", "Unschedulable", message, probe=True)
+                self.patch(PODS, meta["namespace"], meta["name"], unschedulable, status=True)
+            return
+        uid = meta.get("uid")
+
+        def assign(p: Obj) -> None:
+            if p["metadata"].get("uid") == uid and not p["spec"].get("nodeName"):
+                p["spec"]["nodeName"] = node_name
+
+        bound = self.patch(PODS, meta["namespace"], meta["name"], assign)
+        if bound is None or bound["spec"].get("nodeName") != node_name:
+            return
+        self.patch(PODS, meta["namespace"], meta["name"],
+                   lambda p: set_condition(p.setdefault("status", {}), "PodScheduled", "True", probe=True),
+                   status=True)
+        placed.add(bound)
 
     def _rolling_update(self, ds: Obj, revision: str, should_run: list[str],
                         by_node: dict[str, list[Obj]]) -> None:
@@ -183,9 +333,13 @@ class DaemonSetController(Controller):
         template_spec = (ds["spec"].get("template") or {}).get("spec") or {}
         min_ready = int(ds["spec"].get("minReadySeconds") or 0)
         desired = current = ready = available = updated = misscheduled = 0
+        by_node: dict[str, list[Obj]] = {}
+        for p in self.store.list(PODS, ds["metadata"].get("namespace"))[0]:
+            if pod_active(p) and owned_by(p, ds):
+                by_node.setdefault(target_node(p), []).append(p)
         for node in nodes:
             name = node["metadata"]["name"]
-            here = [p for p in self.store.list(PODS, node_name=name)[0] if pod_active(p) and owned_by(p, ds)]
+            here = by_node.get(name, [])
             run, _ = node_should_run(template_spec, node)
             if run:
                 desired += 1
