@@ -17,7 +17,7 @@ Wiring only: the logic lives in ``plugins/cilium_migration``.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, TaskGroup, TriggerRule, chain
@@ -42,6 +42,7 @@ from cilium_migration.operators import (
     WorkloadMoveOperator,
 )
 from cilium_migration.params import dag_params
+from cilium_migration.retry_policy import TASK_RETRIES
 from cilium_migration.sensors import (
     AllNodesReadySensor,
     AwsNodeAbsentSensor,
@@ -67,7 +68,7 @@ with DAG(
     max_active_runs=1,
     tags=["eks", "cilium", "cni-migration"],
     params=dag_params(),
-    default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(seconds=15)},
+    default_args={"owner": "platform", **TASK_RETRIES},  # backoff; permanent errors fail at once
     doc_md=__doc__,
 ) as dag:
     with TaskGroup("preflight"):

@@ -1,7 +1,9 @@
 """The twin's admin API under ``/_twin/`` on the Kubernetes API port (same bearer token).
 
 - ``GET /_twin/faults``: the current faults; ``PATCH /_twin/faults``: a partial JSON dict (400 on an
-  unknown key).
+  unknown key or a bad fault). A request fault is a burst (``count``) or an outage (``seconds``, from
+  now): ``{"api": [{"path": "^/api", "status": 503, "seconds": 60}]}``; EKS faults go under ``eks``
+  (``{"action": "UpdateNodegroupConfig", "code": "ResourceInUseException", "count": 2}``).
 - ``GET /_twin/disruptions``: PodDisruptionBudget violations the disruption controller recorded.
 - ``GET /_twin/requests``: the API server's request log (``?since=N`` skips the first N records).
 - ``GET /_twin/state``: every stored object by resource key.

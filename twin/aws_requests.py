@@ -7,17 +7,24 @@ Rules:
   action is botocore's operation name: from the method and path for REST services (EKS), from the
   ``Action`` form field for query services (STS). IAM names actions ``<service>:<Operation>``.
 - moto's own API (``/moto-api/...``) is not recorded.
+- ``AwsFaultInjector`` answers an EKS request that an injected fault (``Faults.eks``) matches with that
+  AWS error (its status, the ``x-amzn-ErrorType`` header and a JSON body, as EKS sends them) instead of
+  moto; the recorder sits in front of it, so injected answers are recorded too.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
+
+from twin.faults import Faults
 
 _CREDENTIAL = re.compile(r"Credential=([^/]+)/[^/]+/[^/]+/([^/]+)/aws4_request")
 
@@ -70,6 +77,30 @@ class AwsRequestRecorder:
         action = action_name(service, method, path, body)
         self.log.append(AwsRequest(service, action, access_key, method, path, status[0]))
         return result
+
+
+class AwsFaultInjector:
+    """A WSGI middleware: EKS requests an active ``Faults.eks`` fault matches get its error, not moto's."""
+
+    def __init__(self, app: WsgiApp, faults: Callable[[], Faults | None]) -> None:
+        self.app = app
+        self.faults = faults  # read per request: the twin may attach or replace its faults at any time
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        faults = self.faults()
+        found = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+        if faults is None or not faults.eks or found is None or found.group(2) != "eks":
+            return self.app(environ, start_response)
+        fault = faults.eks_fault_for(action_name("eks", environ.get("REQUEST_METHOD", ""),
+                                                 environ.get("PATH_INFO", "")))
+        if fault is None:
+            return self.app(environ, start_response)
+        status = int(fault.status or 500)
+        payload = json.dumps({"__type": fault.code, "message": fault.message}).encode()
+        start_response(f"{status} {HTTPStatus(status).phrase}", [
+            ("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
+            ("x-amzn-ErrorType", fault.code)])
+        return [payload]
 
 
 def action_name(service: str, method: str, path: str, body: bytes = b"") -> str:

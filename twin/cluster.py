@@ -73,7 +73,7 @@ class Twin:
         self.settle_timeout = settle_timeout
         self.store = Store()
         self.faults = scenario.make_faults()
-        self.eks = eks.EksServer(region=self.region, port=eks_port)
+        self.eks = eks.EksServer(region=self.region, port=eks_port, faults=self.faults)
         self.api = ApiServer(self.store, port=kube_port, token=self.token, faults=self.faults, tls=True)
         self.api.tls_port = tls_port
         self.api.version_info = discovery.version_info(scenario.cluster.version)  # GET /version

@@ -8,6 +8,8 @@ Rules:
   goes through boto3 against the server, as the DAG does.
 - Every request the server answers is recorded in ``request_log`` (``twin.aws_requests``): which IAM
   actions a client called, with which access key.
+- ``faults`` (the twin's ``Faults``, attachable at any time) may answer EKS requests with injected AWS
+  errors (``Faults.eks``: throttling, ``ResourceInUseException``...) instead of moto.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import boto3
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.server import ThreadedMotoServer
 
-from twin.aws_requests import AwsRequest, AwsRequestRecorder
+from twin.aws_requests import AwsFaultInjector, AwsRequest, AwsRequestRecorder
+from twin.faults import Faults
 
 FAKE_ACCESS_KEY = "testing"
 FAKE_SECRET_KEY = "testing"
@@ -45,8 +48,10 @@ def account_id() -> str:
 class EksServer:
     """moto's HTTP server on 127.0.0.1, serving EKS (and STS) for the twin."""
 
-    def __init__(self, *, region: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, *, region: str, host: str = "127.0.0.1", port: int = 0,
+                 faults: Faults | None = None) -> None:
         self.region, self.host = region, host
+        self.faults = faults
         self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         self.port = 0
         self._recorder: AwsRequestRecorder | None = None
@@ -68,7 +73,7 @@ class EksServer:
         self.port = self._server.get_host_and_port()[1]
         wsgi = self._server._server  # werkzeug's server: wrap its app before any client knows the port
         if wsgi is not None:
-            self._recorder = AwsRequestRecorder(wsgi.app)
+            self._recorder = AwsRequestRecorder(AwsFaultInjector(wsgi.app, lambda: self.faults))
             wsgi.app = self._recorder
 
     def stop(self) -> None:

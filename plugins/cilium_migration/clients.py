@@ -1,7 +1,9 @@
 """The API clients a step needs, built lazily from the Airflow connections (or given directly in tests).
 
 ``KubernetesHook(conn_id=...)`` gives the official Kubernetes clients; ``EksHook(...).conn`` the boto3
-EKS client. Nothing connects until a client is first used.
+EKS client. Nothing connects until a client is first used. Clients built from connections retry API
+faults as ``cilium_migration.retrying`` says (``retry``: its ``RetrySettings``); clients given directly
+are used as they are.
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
+from cilium_migration.retrying import RetrySettings, botocore_config, install
+
 
 class Clients:
     """Kubernetes (core, apps, rbac, raw ApiClient) and EKS clients for one task."""
 
     def __init__(self, *, aws_conn_id: str = "aws_default", kubernetes_conn_id: str = "kubernetes_default",
-                 region: str | None = None, api_client: Any = None, eks: Any = None) -> None:
+                 region: str | None = None, api_client: Any = None, eks: Any = None,
+                 retry: RetrySettings | None = None) -> None:
         self.aws_conn_id = aws_conn_id
         self.kubernetes_conn_id = kubernetes_conn_id
         self.region = region
+        self.retry = retry or RetrySettings.from_env()
         self._api_client = api_client
         self._eks = eks
 
@@ -33,11 +39,15 @@ class Clients:
     def eks_hook(self) -> Any:
         from airflow.providers.amazon.aws.hooks.eks import EksHook
 
-        return EksHook(aws_conn_id=self.aws_conn_id, region_name=self.region)
+        plain = EksHook(aws_conn_id=self.aws_conn_id, region_name=self.region)
+        config = botocore_config(self.retry, plain.conn_config.botocore_config)  # the extra's config_kwargs
+        return EksHook(aws_conn_id=self.aws_conn_id, region_name=self.region, config=config)
 
     @cached_property
     def api_client(self) -> Any:
-        return self._api_client if self._api_client is not None else self.kube_hook.api_client
+        if self._api_client is not None:
+            return self._api_client
+        return install(self.kube_hook.api_client, self.retry)
 
     @cached_property
     def core(self) -> Any:

@@ -1,4 +1,9 @@
-"""EKS managed node groups: describe and scale (``update_nodegroup_config``; no hook method exists for it)."""
+"""EKS managed node groups: describe and scale (``update_nodegroup_config``; no hook method exists for it).
+
+Errors (``errors.classify``): throttling, 5xx and ``ResourceInUseException`` (an update of the group is
+in progress) are ``TemporaryError`` once botocore's own retries are spent; a missing cluster or group, an
+invalid parameter or a denied action is a ``PermanentError`` that says what to fix.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,13 @@ from typing import Any
 
 from cilium_migration.audit import Change
 from cilium_migration.errors import (
+    Kind,
     PermanentError,
     TemporaryError,
-    api_status,
+    classify,
+    error_code,
+    error_message,
     is_not_found,
-    is_temporary_status,
 )
 
 Obj = dict[str, Any]
@@ -21,7 +28,8 @@ def describe_cluster(eks: Any, cluster: str) -> Obj:
     try:
         return dict(eks.describe_cluster(name=cluster)["cluster"])
     except Exception as exc:
-        _translate(exc, f"EKS cluster {cluster!r} not found: check cluster_name and region")
+        _translate(exc, f"EKS cluster {cluster!r} not found: check cluster_name and region",
+                   f"describe cluster {cluster!r}")
         raise
 
 
@@ -31,15 +39,31 @@ def describe(eks: Any, cluster: str, nodegroup: str) -> Obj:
         return dict(eks.describe_nodegroup(clusterName=cluster, nodegroupName=nodegroup)["nodegroup"])
     except Exception as exc:
         _translate(exc, f"node group {nodegroup!r} not found in cluster {cluster!r}: create it (see the "
-                        "runbook's eks-config.yaml) or fix old_nodegroups/new_nodegroup")
+                        "runbook's eks-config.yaml) or fix old_nodegroups/new_nodegroup",
+                   f"describe node group {nodegroup!r}")
         raise
 
 
-def _translate(exc: Exception, missing: str) -> None:
+_FIXES = {
+    "AccessDeniedException": "grant the aws connection's identity this action (deploy/iam-policy.json)",
+    "InvalidParameterException": "check the params against the node group (sizes, names)",
+    "InvalidRequestException": "check the node group's state and the params",
+}
+
+
+def _translate(exc: Exception, missing: str, action: str = "EKS request") -> None:
+    """Raise ours for an EKS error: not found -> ``missing``; temporary -> retry; permanent -> what to fix.
+    Returns (the caller re-raises) when a retry may or may not help."""
     if is_not_found(exc):
         raise PermanentError(missing) from exc
-    if is_temporary_status(api_status(exc)):
-        raise TemporaryError(f"EKS API: {exc}") from exc
+    code = error_code(exc) or type(exc).__name__
+    kind = classify(exc)
+    if kind is Kind.TEMPORARY:
+        what = "an update of the node group is in progress" if code == "ResourceInUseException" else code
+        raise TemporaryError(f"{action}: {what} ({error_message(exc)}); retrying later helps") from exc
+    if kind is Kind.PERMANENT:
+        fix = _FIXES.get(code, "fix the request; retrying cannot help")
+        raise PermanentError(f"{action} refused by EKS: {code}: {error_message(exc)}: {fix}") from exc
 
 
 def scaling_for(current: Obj, size: int) -> Obj:
@@ -64,6 +88,7 @@ def scale(eks: Any, cluster: str, nodegroup: str, size: int, *, dry_run: bool = 
         try:
             eks.update_nodegroup_config(clusterName=cluster, nodegroupName=nodegroup, scalingConfig=after)
         except Exception as exc:
-            _translate(exc, f"node group {nodegroup!r} not found in cluster {cluster!r}")
+            _translate(exc, f"node group {nodegroup!r} not found in cluster {cluster!r}",
+                       f"scale node group {nodegroup!r} to {size}")
             raise
     return [Change("scale", "Nodegroup", nodegroup, None, before=before, after=after, dry_run=dry_run)]

@@ -2,7 +2,13 @@
 
 ``run()`` has no side effects (it only reads the cluster) and yields a single ``TriggerEvent``:
 ``{"status": "success"|"failed"|"timeout"|"error", "message": ..., "data": ...}``. The check is the same sync
-function the sensor pokes with, run in a thread (``asyncio.to_thread``).
+function the sensor pokes with, run in a thread (``asyncio.to_thread``), through the same retrying clients.
+
+A check that raises is retried inside the trigger, after exponential backoff with full jitter (base
+``poll_interval``, at most a minute), as ``errors.classify`` says: a temporary error (429, 5xx, EKS
+throttling, connection errors) until the wait's ``end_time``; an unknown one up to ``max_errors`` times in
+a row (then ``error``: the task's retries take over); a permanent one ends the wait at once (``failed``,
+with the message that says what to fix).
 """
 
 from __future__ import annotations
@@ -13,6 +19,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from cilium_migration.errors import Kind, classify
+from cilium_migration.retrying import full_jitter
+
+MAX_ERROR_BACKOFF_S = 60.0
 
 
 class ClusterCheckTrigger(BaseTrigger):
@@ -58,7 +69,7 @@ class ClusterCheckTrigger(BaseTrigger):
 
         clients = Clients(aws_conn_id=self.aws_conn_id, kubernetes_conn_id=self.kubernetes_conn_id,
                           region=self.region)
-        errors = 0
+        errors = failures = 0
         last = "not checked yet"
         while True:
             if self.end_time is not None and time.time() >= self.end_time:
@@ -68,14 +79,22 @@ class ClusterCheckTrigger(BaseTrigger):
                 return
             try:
                 verdict = await asyncio.to_thread(checks.run, self.check, clients, **self.arguments)
-            except Exception as exc:  # temporary trouble (5xx, 429): keep polling, up to a limit
-                errors += 1
-                self.log.warning("%s: check failed (%d/%d): %s", self.check, errors, self.max_errors, exc)
+            except Exception as exc:
+                kind = classify(exc)
+                if kind is Kind.PERMANENT:
+                    yield TriggerEvent({"status": "failed", "message": f"{self.check}: {exc}", "data": {}})
+                    return
+                failures += 1
+                if kind is Kind.UNKNOWN or self.end_time is None:
+                    errors += 1
+                last = f"{kind.value} error: {exc}".splitlines()[0]
+                self.log.warning("%s: check failed (%s, %d in a row): %s", self.check, kind.value, failures, exc)
                 if errors >= self.max_errors:
                     yield TriggerEvent({"status": "error", "message": f"{self.check}: {exc}", "data": {}})
                     return
-                await asyncio.sleep(self.poll_interval)
+                await asyncio.sleep(self._backoff(failures))
                 continue
+            failures = 0
             errors = 0
             last = verdict.message
             self.log.info("%s: %s", self.check, verdict.message)
@@ -86,3 +105,10 @@ class ClusterCheckTrigger(BaseTrigger):
                 yield TriggerEvent({"status": "failed", "message": verdict.message, "data": verdict.data})
                 return
             await asyncio.sleep(self.poll_interval)
+
+    def _backoff(self, failures: int) -> float:
+        """Seconds before the next try after ``failures`` failed checks in a row; never past ``end_time``."""
+        delay = full_jitter(failures, self.poll_interval, max(self.poll_interval, MAX_ERROR_BACKOFF_S))
+        if self.end_time is not None:
+            delay = min(delay, max(0.0, self.end_time - time.time()))
+        return delay

@@ -58,6 +58,17 @@ def test_every_task_retries_at_least_twice(dagbag: Any) -> None:
     assert few == []
 
 
+def test_every_task_backs_off_and_fails_permanent_errors_at_once(dagbag: Any) -> None:
+    from cilium_migration.retry_policy import MigrationRetryPolicy
+
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            where = f"{dag.dag_id}.{task.task_id}"
+            assert task.retry_exponential_backoff >= 2, where
+            assert task.max_retry_delay is not None and task.max_retry_delay >= task.retry_delay, where
+            assert isinstance(task.retry_policy, MigrationRetryPolicy), where
+
+
 def test_phases_are_taskgroups_in_runbook_order(dagbag: Any) -> None:
     dag = dagbag.dags[DAG_ID]
     groups = [g for g in dag.task_group.children if g in PHASES]

@@ -1,13 +1,21 @@
-"""ClusterCheckTrigger: serialize() mirrors __init__, and run() yields one event per outcome."""
+"""ClusterCheckTrigger: serialize() mirrors __init__, and run() yields one event per outcome.
+
+A check that raises is retried inside the trigger with backoff: temporary errors until the wait's end
+time (they never use up ``max_errors``), unknown ones up to ``max_errors`` in a row, permanent ones not
+at all (the wait fails at once, with the message).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from cilium_migration import checks
+from cilium_migration.errors import PermanentError
 from cilium_migration.triggers import ClusterCheckTrigger
 
 KWARGS: dict[str, Any] = {"check": "nodes_registered", "arguments": {"nodegroups": ["ng-cilium"], "count": 3},
@@ -56,3 +64,53 @@ def test_run_ends_with_a_timeout_event_past_its_end_time(monkeypatch: pytest.Mon
 
     events = asyncio.run(_events(ClusterCheckTrigger(**{**KWARGS, "end_time": time.time() + 0.05})))
     assert [e["status"] for e in events] == ["timeout"]
+
+
+def _scripted(monkeypatch: pytest.MonkeyPatch, steps: list[Any]) -> Any:
+    """Swap the check for one that raises or answers as scripted; returns the iterator (to see what is left)."""
+    script = iter(steps)
+
+    def scripted(clients: object, **kwargs: Any) -> checks.Verdict:
+        step = next(script)
+        if isinstance(step, BaseException):
+            raise step
+        return checks.Verdict(step, step)
+
+    monkeypatch.setitem(checks.CHECKS, "nodes_registered", scripted)
+    return script
+
+
+def test_temporary_errors_are_waited_out_past_max_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    outage = [ApiException(status=503, reason="Service Unavailable")] * 5
+    script = _scripted(monkeypatch, [*outage, checks.WAITING, checks.DONE])
+    trigger = ClusterCheckTrigger(**{**KWARGS, "end_time": time.time() + 30})
+    events = asyncio.run(_events(trigger))
+    assert [e["status"] for e in events] == ["success"]
+    assert next(script, None) is None
+
+
+def test_a_permanent_error_ends_the_wait_at_once_with_its_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    script = _scripted(monkeypatch, [PermanentError("node group 'ng-x' not found: fix new_nodegroup"),
+                                     checks.DONE])
+    events = asyncio.run(_events(ClusterCheckTrigger(**KWARGS)))
+    assert [e["status"] for e in events] == ["failed"]
+    assert "fix new_nodegroup" in events[0]["message"]
+    assert next(script, None) == checks.DONE, "not checked again"
+
+
+def test_the_timeout_names_the_last_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreachable(clients: object, **kwargs: Any) -> checks.Verdict:
+        raise ConnectionRefusedError("connection refused")
+
+    monkeypatch.setitem(checks.CHECKS, "nodes_registered", unreachable)
+    events = asyncio.run(_events(ClusterCheckTrigger(**{**KWARGS, "end_time": time.time() + 0.2})))
+    assert [e["status"] for e in events] == ["timeout"]
+    assert "temporary error: connection refused" in events[0]["message"]
+
+
+@pytest.mark.parametrize("failures", [1, 2, 5, 10])
+def test_backoff_grows_with_full_jitter_and_never_passes_the_end_time(failures: int) -> None:
+    trigger = ClusterCheckTrigger(**{**KWARGS, "poll_interval": 2.0})
+    assert all(0 <= trigger._backoff(failures) <= min(60.0, 2.0 * 2 ** (failures - 1)) for _ in range(50))
+    ending = ClusterCheckTrigger(**{**KWARGS, "poll_interval": 2.0, "end_time": time.time() + 0.5})
+    assert ending._backoff(failures) <= 0.5
