@@ -8,7 +8,8 @@ Kubernetes ``Status`` bodies. Every request is recorded in ``request_log``.
 
 Besides the admin token, ``add_user`` registers bearer tokens of restricted users: their requests are
 checked by an authorizer (``twin.rbac``) before faults and serving, and denied with 403 and the API
-server's own message; the admin routes are not theirs.
+server's own message; the admin routes are not theirs. Their writes of roles and role bindings must also
+grant nothing they do not hold, or they need ``escalate`` / ``bind`` (``twin.api.escalation``).
 
 Go clients (kubectl, Helm) do not send bearer tokens over plain HTTP, so ``tls=True`` adds an HTTPS
 listener on its own port (``tls_url``, self-signed certificate ``ca_pem``) serving the same API.
@@ -20,7 +21,7 @@ import logging
 import select
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -28,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from twin.api import discovery, routing
 from twin.api import tls as tls_support
+from twin.api.escalation import check_escalation
 from twin.api.eviction import evict
 from twin.api.messages import (
     JSON,
@@ -41,7 +43,7 @@ from twin.api.messages import (
 from twin.api.rest import ResourceVerbs
 from twin.api.watching import WatchStream
 from twin.faults import Faults
-from twin.rbac import forbidden_message
+from twin.rbac import RequestAttributes, Rule, forbidden_message
 from twin.resources import SERVICES
 from twin.store import ApiError, Store, not_found
 
@@ -49,7 +51,7 @@ log = logging.getLogger(__name__)
 
 RouteHandler = Callable[[str, str, dict[str, list[str]], bytes], tuple[int, str, bytes]]
 ProxyHandler = Callable[[str, str, str, str, dict[str, list[str]]], tuple[int, str, bytes] | None]
-Authorizer = Callable[["RequestRecord"], bool]
+Authorizer = Callable[[RequestAttributes], bool]
 
 OPEN_PATHS = frozenset({"/version", "/healthz", "/readyz", "/livez"})
 ADMIN_USER = "kubernetes-admin"
@@ -88,9 +90,11 @@ class ApiServer:
         self.tls_url = ""  # "https://127.0.0.1:PORT" when tls, after start()
         self.ca_pem = b""  # the HTTPS listener's self-signed certificate (PEM) when tls
         self.request_log: list[RequestRecord] = []
+        # What GET /version answers (the scenario's Kubernetes version: Twin sets it from cluster.version).
+        self.version_info: dict[str, str] = dict(discovery.VERSION_INFO)
         self._verbs = ResourceVerbs(store)
         self._routes: list[tuple[str, RouteHandler]] = []
-        self._users: dict[str, tuple[str, Authorizer]] = {}  # "Bearer <token>" -> (user, authorizer)
+        self._users: dict[str, tuple[str, Authorizer, tuple[Rule, ...]]] = {}  # "Bearer <token>" -> user
         self._proxies: list[ProxyHandler] = []
         self._servers: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
         self._streams: set[WatchStream] = set()
@@ -146,9 +150,10 @@ class ApiServer:
         """Serve every path starting with ``prefix`` (after authentication) with ``handler``."""
         self._routes.append((prefix, handler))
 
-    def add_user(self, token: str, user: str, authorize: Authorizer) -> None:
-        """Accept ``token`` as ``user``, whose requests ``authorize`` must allow (else 403 Forbidden)."""
-        self._users[f"Bearer {token}"] = (user, authorize)
+    def add_user(self, token: str, user: str, authorize: Authorizer, rules: Iterable[Rule] = ()) -> None:
+        """Accept ``token`` as ``user``, whose requests ``authorize`` must allow (else 403 Forbidden) and
+        whose role writes may grant only ``rules`` (what the user holds) unless it may escalate or bind."""
+        self._users[f"Bearer {token}"] = (user, authorize, tuple(rules))
 
     def add_service_proxy(self, handler: ProxyHandler) -> None:
         """Answer GET .../services/{name}[:port]/proxy/{path}; the first handler not returning None wins."""
@@ -180,15 +185,16 @@ class ApiServer:
             if req.method != "GET":
                 return error_response(405, f"{req.method} is not supported on {path}")
             if path == "/version":
-                return json_response(discovery.VERSION_INFO)
+                return json_response(self.version_info)
             return Response(200, b"ok", "text/plain; charset=utf-8")
         authorize: Authorizer | None = None
+        held: tuple[Rule, ...] = ()
         if self.token is not None or self._users:
             credential = req.header("authorization")
             if self.token is not None and credential == f"Bearer {self.token}":
                 req.user = ADMIN_USER
             elif credential in self._users:
-                req.user, authorize = self._users[credential]
+                req.user, authorize, held = self._users[credential]
             else:
                 return error_response(401, "Unauthorized")
         for prefix, handler in self._routes:
@@ -213,9 +219,11 @@ class ApiServer:
                 return error_response(403, forbidden_message(attributes, req.user), "Forbidden",
                                       {"name": attributes.name, "group": attributes.api_group,
                                        "kind": attributes.resource} if attributes.resource else None)
-        fault = self.faults.api_error_for(req.method, path)
+            if target is not None:
+                check_escalation(self.store, req, target, authorize, held)
+        fault = self.faults.api_fault_for(req.method, path)
         if fault is not None:
-            return fault_response(fault)
+            return fault_response(fault.status, fault.retry_after)
         served = self._discovery(req)
         if served is not None:
             return served

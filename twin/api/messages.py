@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from twin.api import protobuf
 from twin.store import ApiError
 
 JSON = "application/json"
@@ -52,9 +53,12 @@ class Request:
         return self.header("content-type").split(";")[0].strip().lower()
 
     def json_body(self) -> Any:
-        """The body as JSON (or YAML when sent as such); 400 when it does not parse."""
+        """The body as JSON (or YAML when sent as such, or Kubernetes protobuf decoded into the same dict:
+        ``twin.api.protobuf``); 400 when it does not parse, 415 for a protobuf type the twin lacks."""
         if not self.body.strip():
             return None
+        if self.content_type == protobuf.PROTOBUF:
+            return protobuf.decode(self.body)
         try:
             if "yaml" in self.content_type and "apply-patch" not in self.content_type:
                 import yaml
@@ -99,9 +103,11 @@ def from_api_error(e: ApiError) -> Response:
     return error_response(e.code, e.message, e.reason, e.details or None)
 
 
-def fault_response(code: int) -> Response:
-    """The answer to a request an injected fault intercepts."""
-    details = {"retryAfterSeconds": 1} if code == 429 else None
+def fault_response(code: int, retry_after: int | None = None) -> Response:
+    """The answer to a request an injected fault intercepts. A 429 or 503 says when to retry
+    (``retryAfterSeconds`` and the ``Retry-After`` header): ``retry_after``, else 1 s for a 429."""
+    seconds = retry_after if retry_after is not None else (1 if code == 429 else None)
+    details = {"retryAfterSeconds": seconds} if seconds and code in (429, 503) else None
     return error_response(code, _FAULT_MESSAGES.get(code, f"injected fault {code}"), None, details)
 
 
