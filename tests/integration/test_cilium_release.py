@@ -153,7 +153,9 @@ def test_an_uninstall_that_is_refused_fails_naming_what_is_left(tmp_path: Path) 
                 rule["verbs"] = [v for v in rule["verbs"] if v != "delete"]
     limited = tmp_path / "limited.yaml"
     limited.write_text(yaml.safe_dump_all(role))
-    with Twin(load_scenario("default"), timing=FAST, rbac=limited) as t:
+    scenario = load_scenario("default")
+    scenario.cluster.name = "dc-limited"  # beside the module's twin, in the same process
+    with Twin(scenario, timing=FAST, rbac=limited) as t:
         api = client_for(t, t.rbac_token)
         admin = client_for(t, t.token)
         cilium.deploy(admin, CHART, values())
