@@ -18,6 +18,7 @@ from cilium_migration.readiness import (
     AGENT_NOT_READY_TAINT,
     AWS_CNI,
     CILIUM,
+    CILIUM_PART_OF,
     NODEGROUP_FAILED_STATES,
     cilium_node_ready,
     controller_of,
@@ -140,7 +141,7 @@ def aws_node_absent(clients: Clients, *, nodegroups: list[str]) -> Verdict:
     return Verdict(DONE, f"aws-node absent on {len(new)} new node(s)", {"nodes": sorted(new)})
 
 
-CILIUM_PART_OF = "app.kubernetes.io/part-of=cilium"  # every Cilium workload and pod carries it
+CILIUM_SELECTOR = "=".join(CILIUM_PART_OF)  # every Cilium workload and pod carries it
 
 
 def _unscheduled(pod: dict[str, Any]) -> str | None:
@@ -157,9 +158,9 @@ def cilium_rolled_out(clients: Clients, *, namespace: str, nodegroups: list[str]
     """Every Cilium DaemonSet (agent, envoy) rolled out with a Ready pod on every node of these groups,
     every Cilium Deployment (operator, relay) rolled out, no Cilium pod Pending; a Cilium pod on an
     aws-cni node is terminal (the fence did not hold)."""
-    daemonsets = items(clients.apps.list_namespaced_daemon_set, namespace, label_selector=CILIUM_PART_OF)
-    deployments = items(clients.apps.list_namespaced_deployment, namespace, label_selector=CILIUM_PART_OF)
-    pods = items(clients.core.list_namespaced_pod, namespace, label_selector=CILIUM_PART_OF)
+    daemonsets = items(clients.apps.list_namespaced_daemon_set, namespace, label_selector=CILIUM_SELECTOR)
+    deployments = items(clients.apps.list_namespaced_deployment, namespace, label_selector=CILIUM_SELECTOR)
+    pods = items(clients.core.list_namespaced_pod, namespace, label_selector=CILIUM_SELECTOR)
     by_name = {name_of(n): n for n in nodes.list_nodes(clients.core)}
     targets = [name_of(n) for n in nodes.nodegroup_nodes(clients.core, nodegroups)]
     fenced = sorted(f"{name_of(p)} on {pod_node(p)}" for p in pods

@@ -134,11 +134,22 @@ def tolerates_cordon(pod: Obj) -> bool:
     return False
 
 
+CILIUM_PART_OF = ("app.kubernetes.io/part-of", "cilium")
+
+
+def is_cilium_pod(pod: Obj) -> bool:
+    """One of Cilium's own pods (agent, envoy, operator, Hubble Relay): every one carries the label."""
+    key, value = CILIUM_PART_OF
+    return labels_of(pod).get(key) == value
+
+
 def is_workload_pod(pod: Obj) -> bool:
-    """A pod cutover must move: not DaemonSet-managed, not a mirror (static) pod, not finished, and not
-    one that tolerates cordoned nodes (evicting it is futile: it may come straight back; such pods are
-    cluster add-ons that go with their nodes at decommission, or with Cilium at rollback)."""
-    return not (is_daemonset_pod(pod) or is_mirror_pod(pod) or pod_terminal(pod) or tolerates_cordon(pod))
+    """A pod cutover must move: not DaemonSet-managed, not a mirror (static) pod, not finished, not one
+    of Cilium's own (fenced off aws-cni nodes, they go with Cilium at rollback), and not one that
+    tolerates cordoned nodes (evicting it is futile: it may come straight back; such pods are cluster
+    add-ons that go with their nodes at decommission, or with Cilium at rollback)."""
+    return not (is_daemonset_pod(pod) or is_mirror_pod(pod) or pod_terminal(pod) or is_cilium_pod(pod)
+                or tolerates_cordon(pod))
 
 
 def workload_pods_on(pods: Iterable[Obj], node_names: Iterable[str]) -> list[Obj]:
