@@ -19,6 +19,8 @@ from localrun.approvals import pick
 from localrun.cluster_view import describe
 from localrun.rest import AirflowRest, PendingApproval
 
+CLUSTERROLE = ROOT / "deploy" / "rbac" / "clusterrole.yaml"
+
 DAG_ID = "eks_cilium_migration"
 
 
@@ -49,11 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = ROOT / "run"
     run_dir.mkdir(exist_ok=True)
     scenario = load_scenario("default")
-    twin = Twin(scenario, timing=Timing().scaled(args.timing_scale))
+    twin = Twin(scenario, timing=Timing().scaled(args.timing_scale), rbac=CLUSTERROLE)
     print("== Starting the cluster twin (EKS API + Kubernetes API) ...", flush=True)
     twin.start()
-    twin.write_kubeconfig(run_dir / "kubeconfig")
-    twin.write_env_file(run_dir / "twin.env")
+    twin.write_kubeconfig(run_dir / "kubeconfig")  # the admin's, for you to look around with kubectl
+    twin.write_env_file(run_dir / "twin.env", token=twin.rbac_token)  # the DAG runs as deploy/rbac/'s user
+    print(f"   the DAG's Kubernetes connection is user {twin.rbac.username if twin.rbac else '?'}, "
+          f"bound by {CLUSTERROLE.relative_to(ROOT)} (least privilege)", flush=True)
     eks = twin.boto3_client("eks")
     from kubernetes import client as k8s
 
