@@ -26,6 +26,7 @@ from twin.config import FAST
 from twin.controllers.base import CILIUM, agent_cni, labels_of, pod_ready, run_until
 from twin.controllers.cilium_operator import CiliumOperator, is_agent_pod, is_operator_pod
 from twin.controllers.daemonsets import DaemonSetController
+from twin.controllers.scheduler import Scheduler
 from twin.controllers.kubelet import Kubelet
 from twin.controllers.nodelifecycle import NodeLifecycle
 from twin.faults import Faults
@@ -113,7 +114,13 @@ def cilium_ready(store: Store, name: str) -> bool:
 
 
 def controllers(store: Store) -> list[Any]:
-    return [k(store, FAST, Faults()) for k in (DaemonSetController, Kubelet, NodeLifecycle, CiliumOperator)]
+    return [k(store, FAST, Faults()) for k in (DaemonSetController, Scheduler, Kubelet, NodeLifecycle,
+                                                CiliumOperator)]
+
+
+def placement(store: Store) -> list[Any]:
+    """The DaemonSet controller creates daemon pods; the scheduler binds those with inter-pod rules."""
+    return [DaemonSetController(store, FAST, Faults()), Scheduler(store, FAST, Faults())]
 
 
 def fenced() -> dict[str, Any]:
@@ -154,8 +161,8 @@ def test_envoy_waits_for_an_agent_on_its_node(store: Store) -> None:
     mixed_cluster(store)
     values = runbook(envoy={"affinity": None})
     install(store, values, only=("cilium-envoy",))
-    ds_controller = DaemonSetController(store, FAST, Faults())
-    ds_controller.reconcile()
+    for c in placement(store):
+        c.reconcile()
     waiting = pods(store, "cilium-envoy")
     assert sorted(target(p) for p in waiting) == sorted([OLD, NEW_1, NEW_2])
     for p in waiting:
@@ -232,10 +239,11 @@ def test_a_bound_pods_anti_affinity_keeps_the_daemon_pod_off_its_node(store: Sto
             "topologyKey": "kubernetes.io/hostname",
             "labelSelector": {"matchLabels": {"k8s-app": "cilium-envoy"}}}]}})
     install(store, fenced())
-    ds_controller = DaemonSetController(store, FAST, Faults())
-    run_until([ds_controller], lambda: len(pods(store, "cilium")) == 2 and len(pods(store, "cilium-envoy")) == 2,
+    loop = placement(store)
+    run_until(loop, lambda: len(pods(store, "cilium")) == 2 and len(pods(store, "cilium-envoy")) == 2,
               what="agents and envoy pods created")
-    ds_controller.reconcile()
+    for c in loop:
+        c.reconcile()
     by_target = {target(p): p for p in pods(store, "cilium-envoy")}
     assert by_target[NEW_2]["spec"]["nodeName"] == NEW_2
     assert not by_target[NEW_1]["spec"].get("nodeName")
@@ -244,5 +252,5 @@ def test_a_bound_pods_anti_affinity_keeps_the_daemon_pod_off_its_node(store: Sto
     assert "1 No preemption victims found for incoming pod" in scheduled["message"]
 
     store.delete(PODS, NS, hermit["metadata"]["name"])
-    run_until([ds_controller], lambda: all(p["spec"].get("nodeName") for p in pods(store, "cilium-envoy")),
+    run_until(loop, lambda: all(p["spec"].get("nodeName") for p in pods(store, "cilium-envoy")),
               what="envoy bound once the pod refusing it is gone")

@@ -11,14 +11,13 @@ Rules (as kube-controller-manager's DaemonSet controller):
 - A pod keeps running on a node that stops fitting only through a new NoSchedule taint; a node that no
   longer matches the affinity, gains an untolerated NoExecute taint, or is gone loses its pod.
 - New pods carry the node-name ``matchFields`` affinity that replaces the template's required node
-  affinity, as the real controller writes it, and are bound (``spec.nodeName``) directly when the
-  scheduler's inter-pod affinity filter would pass on that node: the template's required pod affinity
-  (a matching pod on a node of the same topology value; namespaces, namespaceSelector) and pod
-  anti-affinity, and the required anti-affinity of the pods already placed. Otherwise the pod is
-  created unbound, Pending with ``PodScheduled=False`` (Unschedulable, the scheduler's message), and
-  bound once it fits (cilium-envoy waits for the Cilium agent on its node; on a node where no agent
-  can run it stays Pending, as on a real cluster). Pods belong to the node they target (``nodeName``,
-  else that ``matchFields`` term), for placement, rolling updates and status alike.
+  affinity, as the real controller writes it. A pod whose template has required pod affinity or
+  anti-affinity is created unbound and left to the scheduler (``twin.controllers.scheduler``), which
+  binds it to its node once the inter-pod rules allow or leaves it Pending with a FailedScheduling event
+  (cilium-envoy waits for the Cilium agent on its node; where no agent can run it stays Pending, as on a
+  real cluster). Other daemon pods are bound directly (``spec.nodeName``): the scheduler would find
+  only their node feasible anyway. Pods belong to the node they target (``nodeName``, else that
+  ``matchFields`` term), for placement, rolling updates and status alike.
 - Pods carry ``controller-revision-hash`` (hash of the template) and ``pod-template-generation``.
 - RollingUpdate (maxUnavailable, default 1, percentages of the desired count rounded up): old pods are
   replaced node by node, never leaving more than maxUnavailable nodes without an available pod; old
@@ -35,9 +34,7 @@ from typing import Any
 from twin.controllers.base import (
     NOT_READY_TAINT,
     Controller,
-    condition,
     controller_ref,
-    labels_of,
     node_ready,
     node_taints,
     owned_by,
@@ -46,11 +43,10 @@ from twin.controllers.base import (
     pod_from_template,
     pod_ready,
     scaled_int_or_percent,
-    set_condition,
     template_hash,
 )
-from twin.resources import DAEMONSETS, NAMESPACES, NODES, PODS
-from twin.selectors import labels_match, pod_fits_node_affinity, selector_from_dict, tolerates
+from twin.resources import DAEMONSETS, NODES, PODS
+from twin.selectors import pod_fits_node_affinity, tolerates
 from twin.store import Obj, now_iso
 
 REVISION_LABEL = "controller-revision-hash"
@@ -124,87 +120,11 @@ def target_node(pod: Obj) -> str:
     return ""
 
 
-# ---- inter-pod affinity (the scheduler's InterPodAffinity filter, required terms only) --------------
-
-class _Placed:
-    """The active pods bound to existing nodes, with their nodes' labels and the namespaces' labels."""
-
-    def __init__(self, pods: list[Obj], nodes: list[Obj], namespaces: list[Obj]) -> None:
-        self.node_labels = {n["metadata"]["name"]: labels_of(n) for n in nodes}
-        self.namespace_labels = {ns["metadata"]["name"]: labels_of(ns) for ns in namespaces}
-        self.pods: list[Obj] = []
-        self.anti_terms: list[tuple[Obj, Mapping[str, Any]]] = []  # (bound pod, its required anti-affinity term)
-        for pod in pods:
-            self.add(pod)
-
-    def add(self, pod: Obj) -> None:
-        if (pod.get("spec") or {}).get("nodeName") not in self.node_labels:
-            return
-        self.pods.append(pod)
-        anti = ((pod["spec"].get("affinity") or {}).get("podAntiAffinity") or {})
-        for term in anti.get("requiredDuringSchedulingIgnoredDuringExecution") or []:
-            self.anti_terms.append((pod, term))
-
-    def _term_covers(self, term: Mapping[str, Any], owner_namespace: str, pod: Obj) -> bool:
-        """Whether ``pod`` is among the pods a term of a pod in ``owner_namespace`` selects."""
-        namespace = pod["metadata"].get("namespace", "")
-        ns_selector = term.get("namespaceSelector")
-        listed = term.get("namespaces") or []
-        if ns_selector is not None or listed:
-            in_scope = namespace in listed or (
-                ns_selector is not None
-                and labels_match(selector_from_dict(ns_selector), self.namespace_labels.get(namespace, {})))
-        else:
-            in_scope = namespace == owner_namespace
-        return (in_scope and term.get("labelSelector") is not None
-                and labels_match(selector_from_dict(term.get("labelSelector")), labels_of(pod)))
-
-    def reason(self, namespace: str, labels: Mapping[str, str], pod_spec: Mapping[str, Any],
-               node_name: str) -> str | None:
-        """Why a pod (``namespace``, ``labels``, ``pod_spec``) cannot go to ``node_name`` by inter-pod
-        affinity, in the scheduler's words; None when it can."""
-        here = self.node_labels.get(node_name, {})
-        incoming = {"metadata": {"namespace": namespace, "labels": dict(labels)}}
-        affinity = pod_spec.get("affinity") or {}
-
-        def same_topology(other: Obj, key: str) -> bool:
-            return key in here and self.node_labels[other["spec"]["nodeName"]].get(key) == here[key]
-
-        terms = (affinity.get("podAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or []
-        if terms:
-            # As kube-scheduler: only pods matching all the terms count, the node must carry every
-            # term's topology key, and each term's domain there must hold such a pod. The first pod of a
-            # group (none matches anywhere, and it matches its own terms) may go to any such node.
-            matching = [p for p in self.pods if all(self._term_covers(t, namespace, p) for t in terms)]
-            keys = [t.get("topologyKey", "") for t in terms]
-            if not all(k in here for k in keys):
-                return "node(s) didn't match pod affinity rules"
-            if not all(any(same_topology(p, k) for p in matching) for k in keys) and not (
-                    not matching and all(self._term_covers(t, namespace, incoming) for t in terms)):
-                return "node(s) didn't match pod affinity rules"
-        for term in (affinity.get("podAntiAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or []:
-            key = term.get("topologyKey", "")
-            if any(same_topology(p, key) for p in self.pods if self._term_covers(term, namespace, p)):
-                return "node(s) didn't match pod anti-affinity rules"
-        for other, term in self.anti_terms:
-            if (same_topology(other, term.get("topologyKey", ""))
-                    and self._term_covers(term, other["metadata"].get("namespace", ""), incoming)):
-                return "node(s) didn't satisfy existing pods anti-affinity rules"
-        return None
-
-
-def unschedulable_message(total: int, reason: str) -> str:
-    """The scheduler's message for a daemon pod that only its own node could take (the others fail on
-    the node-name affinity), and that node not for ``reason``. As kube-scheduler, "count reason" strings
-    sorted; anti-affinity failures are ones preemption might resolve, the others are not."""
-    reasons = [f"1 {reason}"] + ([f"{total - 1} node(s) didn't match Pod's node affinity/selector"]
-                                 if total > 1 else [])
-    preemptible = "anti-affinity" in reason
-    preemption = (["1 No preemption victims found for incoming pod"] if preemptible else []) + (
-        [f"{total - 1 if preemptible else total} Preemption is not helpful for scheduling"]
-        if total - (1 if preemptible else 0) > 0 else [])
-    return (f"0/{total} nodes are available: {', '.join(sorted(reasons))}. preemption: 0/{total} nodes are "
-            f"available: {', '.join(sorted(preemption))}.")
+def has_inter_pod_terms(template_spec: Mapping[str, Any]) -> bool:
+    """Whether the pod spec has required pod affinity or anti-affinity (the scheduler decides those)."""
+    affinity = template_spec.get("affinity") or {}
+    return any((affinity.get(kind) or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+               for kind in ("podAffinity", "podAntiAffinity"))
 
 
 class DaemonSetController(Controller):
@@ -216,14 +136,13 @@ class DaemonSetController(Controller):
     def reconcile(self) -> None:
         nodes = list(self.store.iter_all(NODES))
         pods = [p for p in self.store.iter_all(PODS) if pod_active(p)]
-        placed = _Placed(pods, nodes, list(self.store.iter_all(NAMESPACES)))
         for ds in self.store.iter_all(DAEMONSETS):
             if ds["metadata"].get("deletionTimestamp"):
                 continue
             mine = [p for p in pods if owned_by(p, ds)]
-            self._sync(ds, nodes, mine, placed)
+            self._sync(ds, nodes, mine)
 
-    def _sync(self, ds: Obj, nodes: list[Obj], pods: list[Obj], placed: _Placed) -> None:
+    def _sync(self, ds: Obj, nodes: list[Obj], pods: list[Obj]) -> None:
         template = ds["spec"].get("template") or {}
         template_spec = template.get("spec") or {}
         revision = template_hash(template)
@@ -243,9 +162,7 @@ class DaemonSetController(Controller):
             if run:
                 should_run_nodes.append(name)
                 if not here:
-                    self._create_pod(ds, template, revision, name, placed, len(nodes))
-                elif not here[0]["spec"].get("nodeName"):
-                    self._try_bind(here[0], name, placed, len(nodes))
+                    self._create_pod(ds, template, revision, name)
                 for extra in here[1:]:
                     self.delete(PODS, extra)
             elif not keep:
@@ -256,51 +173,18 @@ class DaemonSetController(Controller):
             self._rolling_update(ds, revision, should_run_nodes, by_node)
         self._write_status(ds, revision, nodes)
 
-    def _create_pod(self, ds: Obj, template: Obj, revision: str, node_name: str, placed: _Placed,
-                    total_nodes: int) -> None:
+    def _create_pod(self, ds: Obj, template: Obj, revision: str, node_name: str) -> None:
         generation = str((ds["metadata"].get("annotations") or {}).get(TEMPLATE_GENERATION_ANNOTATION)
                          or ds["metadata"].get("generation", 1))
         pod = pod_from_template(template, ds, {REVISION_LABEL: revision, GENERATION_LABEL: generation})
-        reason = placed.reason(pod["metadata"]["namespace"], pod["metadata"]["labels"], pod["spec"], node_name)
-        pod["spec"] = daemon_pod_spec(pod["spec"], node_name, bind=reason is None)
-        if reason is None:
+        bind = not has_inter_pod_terms(pod["spec"])
+        pod["spec"] = daemon_pod_spec(pod["spec"], node_name, bind=bind)
+        if bind:
             pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "True", "lastProbeTime": None,
                                             "lastTransitionTime": now_iso()}]
         else:
             pod["status"]["phase"] = "Pending"
-            pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "lastProbeTime": None,
-                                            "lastTransitionTime": now_iso(), "reason": "Unschedulable",
-                                            "message": unschedulable_message(total_nodes, reason)}]
-        created = self.create_with_suffix(PODS, pod, ds["metadata"]["name"] + "-")
-        placed.add(created)
-
-    def _try_bind(self, pod: Obj, node_name: str, placed: _Placed, total_nodes: int) -> None:
-        """Bind an unbound daemon pod to its node once inter-pod affinity allows, else say why not."""
-        meta = pod["metadata"]
-        reason = placed.reason(meta["namespace"], labels_of(pod), pod["spec"], node_name)
-        if reason is not None:
-            message = unschedulable_message(total_nodes, reason)
-            current = condition(pod, "PodScheduled") or {}
-            if (current.get("status"), current.get("message")) != ("False", message):
-                def unschedulable(p: Obj) -> None:
-                    status = p.setdefault("status", {})
-                    status.setdefault("phase", "Pending")
-                    set_condition(status, "PodScheduled", "False", "Unschedulable", message, probe=True)
-                self.patch(PODS, meta["namespace"], meta["name"], unschedulable, status=True)
-            return
-        uid = meta.get("uid")
-
-        def assign(p: Obj) -> None:
-            if p["metadata"].get("uid") == uid and not p["spec"].get("nodeName"):
-                p["spec"]["nodeName"] = node_name
-
-        bound = self.patch(PODS, meta["namespace"], meta["name"], assign)
-        if bound is None or bound["spec"].get("nodeName") != node_name:
-            return
-        self.patch(PODS, meta["namespace"], meta["name"],
-                   lambda p: set_condition(p.setdefault("status", {}), "PodScheduled", "True", probe=True),
-                   status=True)
-        placed.add(bound)
+        self.create_with_suffix(PODS, pod, ds["metadata"]["name"] + "-")
 
     def _rolling_update(self, ds: Obj, revision: str, should_run: list[str],
                         by_node: dict[str, list[Obj]]) -> None:
