@@ -26,9 +26,9 @@ from twin.config import FAST
 from twin.controllers.base import CILIUM, agent_cni, labels_of, pod_ready, run_until
 from twin.controllers.cilium_operator import CiliumOperator, is_agent_pod, is_operator_pod
 from twin.controllers.daemonsets import DaemonSetController
-from twin.controllers.scheduler import Scheduler
 from twin.controllers.kubelet import Kubelet
 from twin.controllers.nodelifecycle import NodeLifecycle
+from twin.controllers.scheduler import Scheduler
 from twin.faults import Faults
 from twin.resources import CILIUMNODES, DAEMONSETS, NODES, PODS, for_kind
 from twin.store import Obj, Store, now_iso
