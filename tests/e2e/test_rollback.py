@@ -11,6 +11,10 @@ The run ends ``success``: the audit report fails a run only when a task failed. 
 back at 0 with no nodes, no Cilium object or Helm release left, the mesh healthy, no PodDisruptionBudget
 violated.
 
+**Rejected at the second approval** ("roll back" at ``approve_decommission.approve``, after cutover):
+workloads move back to the old nodes, Cilium is uninstalled with nothing of its release left, and the
+cluster equals its state before the run (workloads compared by node group).
+
 **A failing gate**: with cross-CNI traffic broken in the twin from the start (the earlier mesh gates
 see only aws-cni pods and pass; ``cilium_nodes.mesh_healthy`` is the first to check across both CNIs),
 that gate fails within its short ``mesh`` timeout, the run stops before anything is cordoned
@@ -35,6 +39,7 @@ from tests.e2e.conftest import Connected
 from tests.e2e.helpers import (
     CUTOVER_GATE,
     DAG_ID,
+    DECOMMISSION_GATE,
     NEW_GROUP,
     NODEGROUP_LABEL,
     OLD_GROUP,
@@ -136,6 +141,23 @@ def test_rejecting_cutover_restores_the_preflight_state(cluster: Connected, airf
     assert run.state == "success", f"run ended {run.state!r}; audit report:\n{report}\n{why}"
 
     assert_restored(cluster, before, affinity_before, workloads_moved=False)
+
+
+def test_rejecting_decommission_restores_the_preflight_state(cluster: Connected, airflow: AirflowRest) -> None:
+    twin = cluster.twin
+    before = cluster_state(twin)
+    affinity_before = apps(twin).read_namespaced_daemon_set("aws-node", "kube-system").spec.template.spec.affinity
+
+    run = drive(airflow, conf_for(cluster), answers={CUTOVER_GATE: "proceed", DECOMMISSION_GATE: "roll back"})
+
+    why = explain(airflow, run)
+    assert run.answered == [(CUTOVER_GATE, "proceed"), (DECOMMISSION_GATE, "roll back")], why
+    assert run.tasks["cutover.move_workloads"] == "success", why
+    assert run.tasks["approve_decommission.rejected"] == "success", why
+    assert_rolled_back(run.tasks, why)
+    assert run.tasks["decommission.delete_aws_node"] == "skipped", why
+    assert run.state == "success", why
+    assert_restored(cluster, before, affinity_before, workloads_moved=True)
 
 
 def test_a_failing_mesh_gate_rolls_back_before_any_cordon(cluster: Connected, airflow: AirflowRest) -> None:

@@ -148,6 +148,25 @@ def test_install_cilium_makes_the_new_nodes_ready(clients: Clients, spec: Migrat
     assert any(c.action == "create" for c in changes)
     wait("nodes_ready", clients, timeout=30, nodegroups=["ng-cilium"], count=2)
     assert "resuming" in " ".join(preflight.check(clients, spec)), "an earlier run's Cilium is resumable"
+    done = wait("cilium_rolled_out", clients, timeout=30, namespace=spec.cilium_namespace, nodegroups=["ng-cilium"])
+    assert "cilium, cilium-envoy" in done.message and "no Cilium pod Pending" in done.message
+
+
+def test_the_rollout_gate_waits_while_a_cilium_pod_is_pending(clients: Clients, spec: MigrationSpec) -> None:
+    """Without the fence on cilium-envoy (the chart's own affinity) the DaemonSet wants envoy on the
+    aws-cni nodes too, where no agent may run: those pods stay Pending and the gate keeps waiting."""
+    values = cilium.runbook_values(cluster_name=spec.cluster_name, region=spec.region)
+    cilium.deploy(clients.api_client, spec.chart_ref, cilium.deep_merge(values, {"envoy": {"affinity": None}}),
+                  release=spec.release, namespace=spec.cilium_namespace)
+    deadline = time.monotonic() + 20
+    while (verdict := checks.run("cilium_rolled_out", clients, namespace=spec.cilium_namespace,
+                                 nodegroups=["ng-cilium"])).status == checks.DONE or "Pending" not in verdict.message:
+        assert time.monotonic() < deadline, f"the gate never saw the Pending envoy pods: {verdict.message}"
+        time.sleep(0.1)
+    assert verdict.status == checks.WAITING and "cilium-envoy" in verdict.message
+    assert "didn't match pod affinity rules" in verdict.message, "the scheduler's reason is shown"
+    cilium.deploy(clients.api_client, spec.chart_ref, values, release=spec.release, namespace=spec.cilium_namespace)
+    wait("cilium_rolled_out", clients, timeout=30, namespace=spec.cilium_namespace, nodegroups=["ng-cilium"])
 
 
 def test_the_mesh_gate_names_a_broken_cross_cni_pair(twin: Twin, clients: Clients, spec: MigrationSpec) -> None:
