@@ -92,3 +92,26 @@ def scale(eks: Any, cluster: str, nodegroup: str, size: int, *, dry_run: bool = 
                        f"scale node group {nodegroup!r} to {size}")
             raise
     return [Change("scale", "Nodegroup", nodegroup, None, before=before, after=after, dry_run=dry_run)]
+
+
+def label(eks: Any, cluster: str, nodegroup: str, key: str, value: str, *, dry_run: bool = False,
+          log: Any = None) -> list[Change]:
+    """Set ``key=value`` in the managed node group's own labels (``UpdateNodegroupConfig``), so nodes it
+    launches later (replacements, scale-ups) come up labelled; nothing when the label is already there."""
+    current = describe(eks, cluster, nodegroup)
+    labels = dict(current.get("labels") or {})
+    if labels.get(key) == value:
+        return []
+    if dry_run:
+        if log is not None:
+            log.info("would label node group %s %s=%s", nodegroup, key, value)
+    else:
+        try:
+            eks.update_nodegroup_config(clusterName=cluster, nodegroupName=nodegroup,
+                                        labels={"addOrUpdateLabels": {key: value}})
+        except Exception as exc:
+            _translate(exc, f"node group {nodegroup!r} not found in cluster {cluster!r}",
+                       f"label node group {nodegroup!r}")
+            raise
+    return [Change("label", "Nodegroup", nodegroup, None, before={key: labels.get(key)}, after={key: value},
+                   dry_run=dry_run)]

@@ -127,20 +127,24 @@ class GoldpingerRestartOperator(MigrationOperator):
 
 
 class NodeLabelOperator(MigrationOperator):
-    """Label the old node groups' nodes ``cni=aws-cni``.
+    """Label the old node groups' nodes ``cni=aws-cni``, and the groups themselves (their EKS labels), so
+    a node they launch later (a replacement, a rollback's scale-up) comes up labelled and fenced.
 
     Only nodes of ``old_nodegroups`` (by ``eks.amazonaws.com/nodegroup``), not ``--all`` as the runbook
     does: safer when a Cilium node already exists (a resumed run) or a group is not being migrated.
     """
 
     def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
-        from cilium_migration import nodes
+        from cilium_migration import nodegroups, nodes
         from cilium_migration.readiness import AWS_CNI, CNI_LABEL
 
         old = nodes.nodegroup_nodes(self.clients.core, spec.old_nodegroups)
         if not old:
             raise PermanentError(f"no nodes found in {', '.join(spec.old_nodegroups)}: check old_nodegroups")
-        return nodes.label(self.clients.core, old, CNI_LABEL, AWS_CNI, dry_run=spec.dry_run)
+        changes = [c for group in spec.old_nodegroups
+                   for c in nodegroups.label(self.clients.eks, spec.cluster_name, group, CNI_LABEL, AWS_CNI,
+                                             dry_run=spec.dry_run, log=self.log)]
+        return changes + nodes.label(self.clients.core, old, CNI_LABEL, AWS_CNI, dry_run=spec.dry_run)
 
 
 class AwsNodeFenceOperator(MigrationOperator):
@@ -245,7 +249,9 @@ class NodeCordonOperator(MigrationOperator):
 
 class WorkloadMoveOperator(MigrationOperator):
     """Evict workload pods off ``role``'s nodes in batches of ``eviction_batch_size``, PDB-respecting,
-    each batch's replacements Ready before the next. The nodes must be cordoned first."""
+    each batch's replacements Ready before the next: on Cilium nodes when moving off the old groups
+    (cutover), on aws-cni nodes when moving off the new group (rollback). The nodes must be cordoned
+    first."""
 
     def __init__(self, *, role: str = "old", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -253,12 +259,14 @@ class WorkloadMoveOperator(MigrationOperator):
 
     def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
         from cilium_migration import nodes, workloads
+        from cilium_migration.readiness import AWS_CNI, CILIUM
 
         names = [n["metadata"]["name"] for n in nodes.nodegroup_nodes(self.clients.core,
                                                                        groups_for(spec, self.role))]
         return workloads.move(self.clients.core, names, batch_size=spec.eviction_batch_size,
                               batch_timeout=spec.timeouts.eviction, force=spec.force_evictions,
-                              dry_run=spec.dry_run, poll=min(spec.timeouts.poll_interval, 2.0), log=self.log)
+                              dry_run=spec.dry_run, poll=min(spec.timeouts.poll_interval, 2.0), log=self.log,
+                              target_cni=CILIUM if self.role == "old" else AWS_CNI)
 
 
 class RollbackStartOperator(MigrationOperator):

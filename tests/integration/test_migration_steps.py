@@ -122,6 +122,14 @@ def test_fence_the_old_cni_idempotently(clients: Clients, spec: MigrationSpec) -
     wait("aws_node_rolled_out", clients)
 
 
+def test_the_old_groups_own_labels_carry_the_fence(clients: Clients, spec: MigrationSpec) -> None:
+    """Replacement nodes come up with the group's labels, so they are fenced as aws-cni from the start."""
+    changes = nodegroups.label(clients.eks, spec.cluster_name, "ng-1", CNI_LABEL, AWS_CNI)
+    assert [(c.action, c.after) for c in changes] == [("label", {CNI_LABEL: AWS_CNI})]
+    assert nodegroups.label(clients.eks, spec.cluster_name, "ng-1", CNI_LABEL, AWS_CNI) == []
+    assert nodegroups.describe(clients.eks, spec.cluster_name, "ng-1")["labels"][CNI_LABEL] == AWS_CNI
+
+
 def test_scale_the_new_group_and_its_nodes_register_without_aws_node(clients: Clients, spec: MigrationSpec,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     import logging
