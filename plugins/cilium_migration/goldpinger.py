@@ -42,15 +42,22 @@ def _methods(clients: Any, kind: str) -> tuple[Any, Any]:
 
 
 def deploy(clients: Any, namespace: str, *, dry_run: bool = False) -> list[Change]:
-    """Create each goldpinger object that is missing; existing ones are left as they are."""
+    """Create each goldpinger object that is missing; existing ones are left as they are.
+
+    In a dry run, a RoleBinding whose Role does not exist yet (the dry run did not create it) is only
+    recorded: the API server checks a binding against its role's rules, so it would refuse it as 404."""
     changes = []
+    dry_created: set[tuple[str, str]] = set()
     for obj in manifests():
         kind, name = obj["kind"], obj["metadata"]["name"]
         read, create = _methods(clients, kind)
         if read_or_none(read, name, namespace) is not None:
             continue
         obj = {**obj, "metadata": {**obj["metadata"], "namespace": namespace}}
-        create(namespace, obj, dry_run="All" if dry_run else None, _preload_content=False)
+        ref = obj.get("roleRef") or {}
+        if not (dry_run and (ref.get("kind"), ref.get("name")) in dry_created):
+            create(namespace, obj, dry_run="All" if dry_run else None, _preload_content=False)
+        dry_created.add((kind, name))
         changes.append(Change("create", kind, name, namespace, before=None, after={"manifest": "goldpinger.yaml"},
                               dry_run=dry_run))
     return changes
