@@ -214,8 +214,8 @@ def deploy(api_client: ApiClient, chart: str | os.PathLike[str], values: Mapping
     release itself (``install`` or ``upgrade``) when Helm recorded a revision."""
     values = json.loads(json.dumps(dict(values)))  # as Helm stores them (plain JSON types)
     reader = ObjectReader(api_client)
-    with helm.session(api_client, namespace) as config, \
-            helm.load_chart(chart, repo_url=repo_url, version=version) as loaded:
+    with helm.load_chart(chart, repo_url=repo_url, version=version) as loaded, \
+            helm.session(api_client, namespace) as config:
         state = _state(config, release, namespace)
         chart_id = (str(loaded.name), str(loaded.version))
         if state is not None and state.installed and state.values == values \

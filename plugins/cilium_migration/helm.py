@@ -48,6 +48,31 @@ _TEMPORARY = re.compile(
     re.IGNORECASE)
 
 
+_HOME_AT_START = bool(os.environ.get("HOME"))  # what the engine sees: it reads the process's initial environment
+
+
+def engine() -> Any:
+    """The ``helm_python`` module."""
+    import helm_python
+
+    return helm_python
+
+
+@contextmanager
+def _out_of_the_working_directory() -> Iterator[None]:
+    """The engine keeps a discovery cache in ``$HOME/.kube/cache``; without HOME (as in some task
+    processes) that is ``.kube/cache`` in the working directory: work in a private temporary one then."""
+    if _HOME_AT_START:
+        yield
+        return
+    previous = os.getcwd()
+    os.chdir(tempfile.mkdtemp(prefix="cilium-migration-helm-"))
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def kubeconfig_for(api_client: ApiClient) -> str:
     """A kubeconfig (YAML) carrying the ``ApiClient``'s server, CA, TLS settings and credentials."""
     conf = api_client.configuration
@@ -77,14 +102,15 @@ def kubeconfig_for(api_client: ApiClient) -> str:
 @contextmanager
 def session(api_client: ApiClient, namespace: str) -> Iterator[helm_python.Config]:
     """A Helm configuration for ``namespace`` with the client's identity and Secret release storage."""
-    import helm_python
+    helm_python = engine()
 
-    config = helm_python.Config(kubeconfig_content=kubeconfig_for(api_client), namespace=namespace,
-                                storage_driver=STORAGE_DRIVER)
-    try:
-        yield config
-    finally:
-        config.close()
+    with _out_of_the_working_directory():
+        config = helm_python.Config(kubeconfig_content=kubeconfig_for(api_client), namespace=namespace,
+                                    storage_driver=STORAGE_DRIVER)
+        try:
+            yield config
+        finally:
+            config.close()
 
 
 # ---- charts -----------------------------------------------------------------------------------------
@@ -98,7 +124,7 @@ def chart_path(chart: str | os.PathLike[str], *, repo_url: str | None = None,
     ``oci://`` reference, a ``.tgz`` URL or a repository URL alone (the chart ``cilium`` in it) pulled
     once per process (``version``, else the newest). A chart that cannot be had is a ``PermanentError``;
     an unreachable repository a ``TemporaryError``."""
-    import helm_python
+    helm_python = engine()
 
     ref = os.fspath(chart)
     if ref.startswith(("http://", "https://")) and not ref.endswith(".tgz") and repo_url is None:
@@ -122,7 +148,7 @@ def chart_path(chart: str | os.PathLike[str], *, repo_url: str | None = None,
 def load_chart(chart: str | os.PathLike[str], *, repo_url: str | None = None,
                version: str | None = None) -> helm_python.Chart:
     """The chart, loaded by the engine (see ``chart_path`` for what ``chart`` may be)."""
-    import helm_python
+    helm_python = engine()
 
     path = chart_path(chart, repo_url=repo_url, version=version)
     try:
@@ -140,8 +166,8 @@ def classify(exc: Exception, doing: str) -> PermanentError | TemporaryError:
 
 
 def _call(function: str, *args: Any) -> Release:
-    import helm_python
-    from helm_python import _native
+    helm_python = engine()
+    _native = helm_python._native
 
     try:
         payload = _native.call_string(function, *args)
@@ -158,7 +184,7 @@ def _options(**pairs: Any) -> str:
 def install(config: helm_python.Config, chart: helm_python.Chart, release: str, values: Mapping[str, Any], *,
             namespace: str, dry_run: bool = False, replace: bool = False) -> Release:
     """``helm install`` (``replace``: over a release whose revisions all failed)."""
-    from helm_python import _native
+    _native = engine()._native
 
     return _call("helm_install", config._raw(), _native.HANDLE(0), chart._raw(), None, release,
                  json.dumps(dict(values)),
@@ -169,7 +195,7 @@ def install(config: helm_python.Config, chart: helm_python.Chart, release: str, 
 def upgrade(config: helm_python.Config, chart: helm_python.Chart, release: str, values: Mapping[str, Any], *,
             namespace: str, dry_run: bool = False) -> Release:
     """``helm upgrade`` with exactly ``values`` (``--reset-values``: nothing reused from the last one)."""
-    from helm_python import _native
+    _native = engine()._native
 
     return _call("helm_upgrade", config._raw(), _native.HANDLE(0), chart._raw(), None, release,
                  json.dumps(dict(values)),
@@ -179,7 +205,7 @@ def upgrade(config: helm_python.Config, chart: helm_python.Chart, release: str, 
 
 def uninstall(config: helm_python.Config, release: str, *, dry_run: bool = False) -> Release | None:
     """``helm uninstall``; None when there is no such release."""
-    import helm_python
+    helm_python = engine()
 
     try:
         return config.uninstall(release, dry_run=dry_run)
@@ -191,7 +217,7 @@ def uninstall(config: helm_python.Config, release: str, *, dry_run: bool = False
 
 def history(config: helm_python.Config, release: str) -> list[Release]:
     """The release's revisions, oldest first; empty when it has none."""
-    import helm_python
+    helm_python = engine()
 
     try:
         return list(config.history(release))
@@ -205,7 +231,7 @@ def history(config: helm_python.Config, release: str) -> list[Release]:
 
 def get_all(config: helm_python.Config, release: str, revision: int | None = None) -> Release:
     """``helm get all``: summary (manifest included), user values and info of one revision."""
-    import helm_python
+    helm_python = engine()
 
     try:
         return config.get_all(release, revision=revision)
@@ -216,7 +242,7 @@ def get_all(config: helm_python.Config, release: str, revision: int | None = Non
 def render(chart: str | os.PathLike[str], values: Mapping[str, Any], *, release: str, namespace: str,
            repo_url: str | None = None, version: str | None = None) -> dict[str, str]:
     """The chart rendered offline as for an install (no cluster: ``lookup`` finds nothing)."""
-    import helm_python
+    helm_python = engine()
 
     with load_chart(chart, repo_url=repo_url, version=version) as loaded:
         try:
