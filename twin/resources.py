@@ -64,6 +64,8 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
                  subresources=("status", "scale"), verbs=_ALL, categories=("all",)),
     ResourceType("apps", "v1", "replicasets", "ReplicaSet", short_names=("rs",),
                  subresources=("status", "scale"), verbs=_ALL, categories=("all",)),
+    ResourceType("apps", "v1", "statefulsets", "StatefulSet", short_names=("sts",),
+                 subresources=("status", "scale"), verbs=_ALL, categories=("all",)),
     ResourceType("apps", "v1", "controllerrevisions", "ControllerRevision", verbs=_ALL),
     # policy/v1
     ResourceType("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", short_names=("pdb",),
@@ -83,6 +85,8 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     # apiextensions: CRDs are accepted and stored (Cilium's chart creates none; the operator does)
     ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
                  namespaced=False, short_names=("crd",), subresources=("status",), verbs=_ALL),
+    # the VPC CNI's custom networking CRD, installed with aws-node on every EKS cluster (preflight lists it)
+    ResourceType("crd.k8s.amazonaws.com", "v1alpha1", "eniconfigs", "ENIConfig", namespaced=False, verbs=_ALL),
     # cilium.io/v2: what the DAG reads
     ResourceType("cilium.io", "v2", "ciliumnodes", "CiliumNode", namespaced=False, short_names=("cn",),
                  verbs=_ALL, categories=("cilium",)),
@@ -108,6 +112,7 @@ EVENTS = BY_KEY["events"]
 DAEMONSETS = BY_KEY["daemonsets.apps"]
 DEPLOYMENTS = BY_KEY["deployments.apps"]
 REPLICASETS = BY_KEY["replicasets.apps"]
+STATEFULSETS = BY_KEY["statefulsets.apps"]
 PDBS = BY_KEY["poddisruptionbudgets.policy"]
 NETWORKPOLICIES = BY_KEY["networkpolicies.networking.k8s.io"]
 CILIUMNODES = BY_KEY["ciliumnodes.cilium.io"]

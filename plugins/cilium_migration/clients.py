@@ -78,6 +78,15 @@ class Clients:
         """The boto3 EKS client (scaling has no hook method: ``eks.update_nodegroup_config``)."""
         return self._eks if self._eks is not None else self.eks_hook.conn
 
+    @cached_property
+    def iam(self) -> Any:
+        """A boto3 IAM client of the same AWS connection and retry configuration (preflight reads the
+        Cilium operator's role)."""
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        return AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="iam", region_name=self.region,
+                           config=self.eks_hook.config).conn
+
 
 def read_json(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call a client read method and return the server's JSON as plain dicts (camelCase, as served)."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cilium_migration.spec import AUTOSCALER_MODES, ENI_DIFFERENCES
+
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"
 REGION = r"^[a-z]{2}(-gov)?-[a-z]+-\d$"
 
@@ -51,6 +53,18 @@ def schemas() -> dict[str, dict[str, Any]]:
                             "description": "delete pods a PodDisruptionBudget protects (never by default)"},
         "allow_network_policies": {"default": False, "type": "boolean",
                                    "description": "proceed although NetworkPolicies exist"},
+        "accept_eni_differences": {"default": [], "type": "array", "uniqueItems": True,
+                                   "items": {"type": "string", "enum": list(ENI_DIFFERENCES)},
+                                   "description": "VPC CNI features Cilium's ENI mode will not reproduce, "
+                                                  "accepted as they are: prefix_delegation, "
+                                                  "custom_networking, security_groups_for_pods"},
+        "check_operator_iam": {"default": True, "type": "boolean",
+                               "description": "check in IAM that cilium-operator's role allows the EC2 "
+                                              "actions of ENI mode (false: credentials the DAG cannot "
+                                              "inspect, e.g. EKS Pod Identity)"},
+        "autoscaler": {"default": "refuse", "type": "string", "enum": list(AUTOSCALER_MODES),
+                       "description": "with Cluster Autoscaler or Karpenter running: refuse, or acknowledged "
+                                      "(kept off the node groups in play for the window)"},
         "timeouts": {"default": {}, "type": "object",
                      "properties": {k: positive for k in TIMEOUT_KEYS}, "additionalProperties": False,
                      "description": "seconds per wait: " + ", ".join(TIMEOUT_KEYS)},

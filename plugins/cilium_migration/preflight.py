@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cilium_migration import aws_node, cluster_identity, nodegroups, nodes
+from cilium_migration import addons, aws_node, cluster_identity, nodegroups, nodes, prerequisites
 from cilium_migration.clients import Clients, items, read_or_none
 from cilium_migration.errors import PermanentError
 from cilium_migration.readiness import (
@@ -100,6 +100,7 @@ def check(clients: Clients, spec: MigrationSpec) -> list[str]:
                             "new_nodegroup, not in old_nodegroups")
         else:
             ok.append(f"old node group {group} exists, untainted")
+    new: dict[str, Any] | None = None
     try:
         new = nodegroups.describe(clients.eks, spec.cluster_name, spec.new_nodegroup)
         taint_problem = new_group_problem(spec, new)
@@ -123,6 +124,9 @@ def check(clients: Clients, spec: MigrationSpec) -> list[str]:
         problems.append("DaemonSet kube-system/aws-node not found: this DAG migrates from the AWS VPC CNI")
     else:
         ok.append("aws-node DaemonSet exists")
+    verified, refused = prerequisites.check(clients, spec, aws_node=ds, new_nodegroup=new)  # ENI, autoscalers
+    ok.extend(verified)
+    problems.extend(refused)
     policies = items(clients.networking.list_network_policy_for_all_namespaces)
     if policies and not spec.allow_network_policies:
         listed = ", ".join(f"{p['metadata'].get('namespace')}/{name_of(p)}" for p in policies[:10])
@@ -167,6 +171,7 @@ def snapshot(clients: Clients, spec: MigrationSpec) -> dict[str, Any]:
         "resumed": resumed,
         "nodegroups": groups,
         "aws_node": ds_snapshot,
+        "vpc_cni_addon": addons.snapshot(addons.describe(clients.eks, spec.cluster_name)),  # None: self-managed
         "old_nodes": [name_of(n) for n in old_nodes],
         # cordoned before the migration; cordons this DAG made in an earlier run (hold) are not kept
         "old_nodes_cordoned": [name_of(n) for n in old_nodes

@@ -22,6 +22,12 @@ _REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _IFACE_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,15}$")
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
+# ENI-mode differences from the VPC CNI that a run may accept as they are (cilium_migration.prerequisites)
+ENI_DIFFERENCES = ("prefix_delegation", "custom_networking", "security_groups_for_pods")
+# What to do about a running Cluster Autoscaler or Karpenter: refuse, or go on because the operator
+# has kept it off the node groups in play for the window
+AUTOSCALER_MODES = ("refuse", "acknowledged")
+
 
 @dataclass(frozen=True)
 class Timeouts:
@@ -69,6 +75,9 @@ class MigrationSpec:
     eviction_batch_size: int = 5
     force_evictions: bool = False
     allow_network_policies: bool = False
+    accept_eni_differences: tuple[str, ...] = ()
+    check_operator_iam: bool = True
+    autoscaler: str = "refuse"
     timeouts: Timeouts = field(default_factory=Timeouts)
     dry_run: bool = False
     aws_conn_id: str = "aws_default"
@@ -123,6 +132,10 @@ class MigrationSpec:
             eviction_batch_size=_int("eviction_batch_size", get("eviction_batch_size", 5), minimum=1),
             force_evictions=_bool("force_evictions", get("force_evictions", False)),
             allow_network_policies=_bool("allow_network_policies", get("allow_network_policies", False)),
+            accept_eni_differences=_choices("accept_eni_differences", get("accept_eni_differences", []),
+                                            ENI_DIFFERENCES),
+            check_operator_iam=_bool("check_operator_iam", get("check_operator_iam", True)),
+            autoscaler=_choice("autoscaler", get("autoscaler", "refuse"), AUTOSCALER_MODES),
             timeouts=Timeouts.from_mapping(get("timeouts", {})),
             dry_run=_bool("dry_run", get("dry_run", False)),
             aws_conn_id=_name("aws_conn_id", get("aws_conn_id", "aws_default")),
@@ -157,6 +170,20 @@ def _int(field_name: str, value: Any, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise PermanentError(f"{field_name}: must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def _choice(field_name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise PermanentError(f"{field_name}: {value!r} is not one of {list(allowed)}")
+    return str(value)
+
+
+def _choices(field_name: str, value: Any, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or any(v not in allowed for v in value):
+        raise PermanentError(f"{field_name}: {value!r} must be a list of {list(allowed)}")
+    return tuple(dict.fromkeys(value))
 
 
 def _bool(field_name: str, value: Any) -> bool:

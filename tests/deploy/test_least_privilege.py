@@ -9,7 +9,9 @@ Covered:
   ones as usual, denied ones 403 Forbidden with the API server's Status; the admin token is unaffected;
   the admin routes are not the RBAC user's; an unknown token is 401.
 - ``deploy/rbac/clusterrole.yaml`` binds one User, ``cilium-migration``, with no wildcard and Secrets only
-  in kube-system; ``deploy/iam-policy.json`` allows only named EKS actions on the cluster's resources.
+  in kube-system; ``deploy/iam-policy.json`` allows only named actions: EKS ones on the cluster's
+  resources, IAM reads on roles and policies of the account (preflight's check of cilium-operator's
+  EC2 permissions) and AWS managed policies.
 (That the policies hold exactly what the DAG uses is checked on real runs in ``test_celery_run.py``.)
 """
 
@@ -265,6 +267,14 @@ def test_the_iam_policy_names_its_actions_and_resources() -> None:
     for statement in policy["Statement"]:
         assert statement["Effect"] == "Allow"
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        assert all(a.startswith("eks:") and "*" not in a for a in actions), actions
-        assert statement["Resource"].startswith("arn:aws:eks:${AWS_REGION}:${AWS_ACCOUNT_ID}:")
-        assert "${CLUSTER_NAME}" in statement["Resource"]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert all("*" not in a for a in actions), actions
+        service = {a.split(":")[0] for a in actions}
+        assert service in ({"eks"}, {"iam"}), actions
+        if service == {"eks"}:
+            assert all(r.startswith("arn:aws:eks:${AWS_REGION}:${AWS_ACCOUNT_ID}:") and "${CLUSTER_NAME}" in r
+                       for r in resources), resources
+        else:
+            assert all(r.startswith(("arn:aws:iam::${AWS_ACCOUNT_ID}:", "arn:aws:iam::aws:policy/"))
+                       for r in resources), resources
+            assert all(a.split(":")[1].startswith(("Get", "List")) for a in actions), "IAM: reads only"

@@ -13,7 +13,8 @@ def test_every_spec_field_the_brief_names_is_a_param() -> None:
         "cluster_name", "region", "old_nodegroups", "new_nodegroup", "new_node_count", "cilium_chart",
         "cilium_version", "cilium_values", "egress_masquerade_interface", "goldpinger_namespace",
         "deploy_goldpinger", "eviction_batch_size", "force_evictions", "allow_network_policies", "timeouts",
-        "dry_run", "aws_conn_id", "kubernetes_conn_id"}
+        "dry_run", "aws_conn_id", "kubernetes_conn_id", "accept_eni_differences", "check_operator_iam",
+        "autoscaler"}
 
 
 def test_param_defaults_make_a_valid_spec() -> None:
