@@ -39,9 +39,10 @@ from twin.controllers import core_controllers
 from twin.controllers.base import NODEGROUP_LABEL, Controller, run_until
 from twin.controllers.disruption import DisruptionController
 from twin.controllers.nodegroups import NodeGroupController
+from twin.controllers.statefulsets import StatefulSetController
 from twin.goldpinger import GoldpingerModel
 from twin.rbac import Policy, load_policy
-from twin.resources import DAEMONSETS, DEPLOYMENTS, NODES, PODS
+from twin.resources import DAEMONSETS, DEPLOYMENTS, NODES, PODS, STATEFULSETS
 from twin.scenario import Scenario, apply_objects
 from twin.store import Obj, Store
 
@@ -73,7 +74,8 @@ class Twin:
         self.settle_timeout = settle_timeout
         self.store = Store()
         self.faults = scenario.make_faults()
-        self.eks = eks.EksServer(region=self.region, port=eks_port, faults=self.faults)
+        self.eks = eks.EksServer(region=self.region, port=eks_port, faults=self.faults, store=self.store,
+                                 addon_delay_s=self.timing.pod_start_s)  # managed add-ons apply after it
         self.api = ApiServer(self.store, port=kube_port, token=self.token, faults=self.faults, tls=True)
         self.api.tls_port = tls_port
         self.api.version_info = discovery.version_info(scenario.cluster.version)  # GET /version
@@ -202,11 +204,14 @@ class Twin:
                 labels=ng.labels,
                 taints=[t.eks() for t in ng.taints],
             )
+        for addon in self.scenario.addons:  # EKS managed add-ons, ACTIVE from the start
+            self.eks.addons.install(cluster.name, addon.name, version=addon.version,
+                                    configuration=addon.configurationValues)
 
     # ---- assembly -------------------------------------------------------------------------------
 
     def _make_controllers(self) -> list[Controller]:
-        """The node-group controller, the core ones, the disruption controller, the goldpinger model."""
+        """The node-group controller, the core ones, StatefulSets, the disruption controller, goldpinger."""
         args = (self.store, self.timing, self.faults)
         self.disruption = DisruptionController(*args)
         return [
@@ -217,6 +222,7 @@ class Twin:
                 kubernetes_version=self.scenario.cluster.version,
             ),
             *core_controllers(*args),
+            StatefulSetController(*args),
             self.disruption,
             self.goldpinger,
         ]
@@ -262,11 +268,10 @@ class Twin:
                     problems.append(
                         f"daemonset {ds['metadata']['namespace']}/{ds['metadata']['name']} not ready"
                     )
-            for deploy in self.store.iter_all(DEPLOYMENTS):
+            for deploy in [*self.store.iter_all(DEPLOYMENTS), *self.store.iter_all(STATEFULSETS)]:
                 if not _rolled_out(deploy, None, "updatedReplicas", "readyReplicas"):
-                    problems.append(
-                        f"deployment {deploy['metadata']['namespace']}/{deploy['metadata']['name']} not ready"
-                    )
+                    meta = deploy["metadata"]
+                    problems.append(f"{deploy['kind'].lower()} {meta['namespace']}/{meta['name']} not ready")
         return problems
 
     def wait_for(

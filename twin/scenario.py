@@ -6,6 +6,10 @@ Schema (see ``twin/scenarios/default.yaml``):
   (``key``, ``value``, ``effect`` in EKS form ``NO_SCHEDULE`` or Kubernetes form ``NoSchedule``).
 - ``objects``: raw Kubernetes manifests, created in order (namespaces they name are created first).
 - ``faults``: a ``twin.faults.Faults`` dict; ``timing``: ``twin.config.Timing`` fields to override.
+- ``addons``: EKS managed add-ons, ACTIVE from the start: ``name``, ``version``, ``configurationValues``
+  (a JSON/YAML string or a mapping). A managed ``vpc-cni`` owns ``aws-node`` (``twin.addons``); without
+  it (the default) aws-node is self-managed.
+- ``extends``: a scenario to start from; the keys given replace its keys (``addons`` added to ``default``).
 
 A scenario is named by a file path, or by the name of a file in ``twin/scenarios/`` (``default``).
 """
@@ -13,6 +17,7 @@ A scenario is named by a file path, or by the name of a file in ``twin/scenarios
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from twin.addons import AddonError, parse_configuration, resolve_version, schema_of
 from twin.api import defaults
 from twin.config import Timing
 from twin.eks import EKS_EFFECT, K8S_EFFECT
@@ -82,6 +88,30 @@ class NodeGroupSpec(BaseModel):
         return self
 
 
+class AddonSpec(BaseModel):
+    """An EKS managed add-on the cluster starts with; ``configurationValues`` kept as EKS keeps it, a string."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str | None = None
+    configurationValues: str = ""
+
+    @field_validator("configurationValues", mode="before")
+    @classmethod
+    def _as_string(cls, value: Any) -> Any:
+        return json.dumps(value) if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _valid_for_eks(self) -> AddonSpec:
+        try:
+            resolve_version(self.name, self.version)
+            parse_configuration(self.configurationValues, schema_of(self.name))
+        except AddonError as err:
+            raise ValueError(f"add-on {self.name}: {err.message}") from None
+        return self
+
+
 class Scenario(BaseModel):
     """A whole starting cluster: EKS side, Kubernetes objects, faults and timing."""
 
@@ -92,6 +122,7 @@ class Scenario(BaseModel):
     objects: list[dict[str, Any]] = Field(default_factory=list)
     faults: dict[str, Any] = Field(default_factory=dict)
     timing: dict[str, float] = Field(default_factory=dict)
+    addons: list[AddonSpec] = Field(default_factory=list)
 
     @field_validator("faults")
     @classmethod
@@ -132,7 +163,11 @@ class Scenario(BaseModel):
 
 
 def scenario_from_yaml(text: str) -> Scenario:
-    return Scenario.model_validate(yaml.safe_load(text) or {})
+    data = yaml.safe_load(text) or {}
+    base = data.pop("extends", None)
+    if base:
+        data = {**load_scenario(base).model_dump(exclude_unset=True), **data}
+    return Scenario.model_validate(data)
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:

@@ -2,6 +2,9 @@
 
 Fencing adds ``cni In [aws-cni]`` to every ``nodeSelectorTerm`` of its required node affinity, so the
 agent never lands on a node that was not labelled before the Cilium nodes joined.
+
+These functions patch the DaemonSet itself: the path for a self-managed aws-node. When vpc-cni is an EKS
+managed add-on, ``cilium_migration.addons`` makes the same changes through the add-on.
 """
 
 from __future__ import annotations
@@ -56,9 +59,14 @@ def fenced_affinity(affinity: Obj | None) -> Obj:
     return new
 
 
-def is_fenced(ds: Obj) -> bool:
-    terms = node_selector_terms(affinity_of(ds))
+def affinity_fenced(affinity: Obj | None) -> bool:
+    """Every nodeSelectorTerm of the required node affinity carries the fence (and there is one)."""
+    terms = node_selector_terms(affinity)
     return bool(terms) and all(_fenced(t) for t in terms)
+
+
+def is_fenced(ds: Obj) -> bool:
+    return affinity_fenced(affinity_of(ds))
 
 
 def _patch_affinity(apps: Any, affinity: Obj | None, dry_run: bool) -> None:

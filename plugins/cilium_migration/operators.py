@@ -148,30 +148,42 @@ class NodeLabelOperator(MigrationOperator):
 
 
 class AwsNodeFenceOperator(MigrationOperator):
-    """Add ``cni In [aws-cni]`` to every nodeSelectorTerm of aws-node's required node affinity."""
+    """Add ``cni In [aws-cni]`` to every nodeSelectorTerm of aws-node's required node affinity: through the
+    ``vpc-cni`` add-on's configuration when vpc-cni is an EKS add-on, else by patching the DaemonSet."""
 
     def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
-        from cilium_migration import aws_node
+        from cilium_migration import addons, aws_node
 
-        return aws_node.fence(self.clients.apps, dry_run=spec.dry_run)
+        changes = addons.fence(self.clients.eks, self.clients.apps, spec.cluster_name, wait=addons.Wait.of(spec),
+                               dry_run=spec.dry_run)
+        return changes if changes is not None else aws_node.fence(self.clients.apps, dry_run=spec.dry_run)
 
 
 class AwsNodeDeleteOperator(MigrationOperator):
-    """Delete the aws-node DaemonSet (decommission)."""
+    """Delete aws-node (decommission): the ``vpc-cni`` add-on when vpc-cni is an EKS add-on (EKS deletes
+    aws-node with it), else the DaemonSet."""
 
     def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
-        from cilium_migration import aws_node
+        from cilium_migration import addons, aws_node
 
-        return aws_node.delete(self.clients.apps, dry_run=spec.dry_run)
+        changes = addons.delete(self.clients.eks, self.clients.apps, spec.cluster_name, wait=addons.Wait.of(spec),
+                                dry_run=spec.dry_run)
+        return changes if changes is not None else aws_node.delete(self.clients.apps, dry_run=spec.dry_run)
 
 
 class AwsNodeRestoreOperator(MigrationOperator):
-    """Rollback: aws-node as in the preflight snapshot (recreated if deleted, fence removed)."""
+    """Rollback: aws-node as in the preflight snapshot. When the snapshot recorded the ``vpc-cni`` add-on,
+    its configuration values are put back (the add-on re-created if deleted); else the DaemonSet is
+    recreated if deleted, its fence removed."""
 
     def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
-        from cilium_migration import aws_node
+        from cilium_migration import addons, aws_node
 
         snap = snapshot_from(context) or {}
+        changes = addons.restore(self.clients.eks, spec.cluster_name, snap.get("vpc_cni_addon"),
+                                 wait=addons.Wait.of(spec), dry_run=spec.dry_run)
+        if changes is not None:
+            return changes
         return aws_node.restore(self.clients.apps, snap.get("aws_node"), dry_run=spec.dry_run)
 
 
