@@ -6,9 +6,10 @@ approves cutover (proceed / roll back) and decommission (proceed / hold / roll b
 run successfully with the cluster left in the cutover state (workloads on Cilium nodes, old nodes
 cordoned, aws-node and the old node groups kept); a later run resumes from there.
 
-Rollback runs after a rejection or when any gate fails: it restores the preflight snapshot (aws-node's
-affinity, node group sizes, cordons), moves workloads back, uninstalls Cilium. The ``cni=aws-cni`` node
-labels and goldpinger stay (harmless without the fence). The audit report runs in every case and fails
+Rollback runs after a rejection or when any gate fails: it restores the preflight snapshot (node group
+sizes, cordons), moves workloads back, uninstalls Cilium, and only once the Cilium nodes are gone
+restores aws-node's affinity (a deleted aws-node comes back fenced first, so it never runs on a Cilium
+node). The ``cni=aws-cni`` node labels and goldpinger stay (harmless without the fence). The audit report runs in every case and fails
 the run when a task failed, so a run rolled back after a failure never shows as a success; a run rolled
 back after a human's "roll back" succeeds, with that outcome in its report.
 
@@ -150,7 +151,7 @@ with DAG(
     with TaskGroup("rollback"):
         on_gate_failure = EmptyOperator(task_id="on_gate_failure", trigger_rule=TriggerRule.ONE_FAILED)
         rollback_start = RollbackStartOperator(task_id="start", trigger_rule=TriggerRule.ONE_SUCCESS)
-        restore_aws_node = AwsNodeRestoreOperator(task_id="restore_aws_node")
+        ensure_aws_node = AwsNodeRestoreOperator(task_id="ensure_aws_node", fenced=True)
         restore_old = EksNodegroupScaleOperator(task_id="restore_old_nodegroups", role="old", size="snapshot")
         old_nodes_ready = NodesReadySensor(task_id="old_nodes_ready", role="old", size="snapshot",
                                            deferrable=DEFER)
@@ -162,6 +163,7 @@ with DAG(
         restore_new = EksNodegroupScaleOperator(task_id="restore_new_nodegroup", role="new", size="snapshot")
         new_nodes_gone = NodesRegisteredSensor(task_id="new_nodes_gone", role="new", size="snapshot",
                                                deferrable=DEFER)
+        restore_aws_node = AwsNodeRestoreOperator(task_id="restore_aws_node")  # the fence goes last
         rollback_mesh = GoldpingerMeshSensor(task_id="mesh_healthy")
 
     audit_report = MigrationAuditReportOperator(task_id="audit_report", trigger_rule=TriggerRule.ALL_DONE)
@@ -177,9 +179,9 @@ with DAG(
                      old_nodes_drained, cutover_mesh]
     decommission_steps = [delete_aws_node, scale_old_to_zero, old_nodegroups_at_zero, old_nodes_gone,
                           enable_watcher, all_nodes_ready, final_mesh]
-    rollback_steps = [rollback_start, restore_aws_node, restore_old, old_nodes_ready, uncordon_old, cordon_new,
+    rollback_steps = [rollback_start, ensure_aws_node, restore_old, old_nodes_ready, uncordon_old, cordon_new,
                       move_back, new_nodes_drained, uninstall_cilium, restore_new, new_nodes_gone,
-                      rollback_mesh]
+                      restore_aws_node, rollback_mesh]
 
     # the migration, in runbook order, with its two approval gates
     chain(*forward, approve_cutover_gate, [cordon_old, cutover_rejected])

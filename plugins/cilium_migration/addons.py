@@ -155,14 +155,19 @@ def fence(eks: Any, apps: Any, cluster: str, *, wait: Wait, dry_run: bool = Fals
                    after={"configurationValues": dump(wanted)}, dry_run=dry_run)]
 
 
-def restore(eks: Any, cluster: str, recorded: Obj | None, *, wait: Wait, dry_run: bool = False
-            ) -> list[Change] | None:
+def restore(eks: Any, cluster: str, recorded: Obj | None, *, wait: Wait, fenced: bool = False,
+            dry_run: bool = False) -> list[Change] | None:
     """Put back the configuration the snapshot recorded, re-creating the add-on when it was deleted; [] when
-    it already holds it; None when the snapshot recorded no add-on."""
+    it already holds it; None when the snapshot recorded no add-on. With ``fenced`` only re-create a
+    deleted add-on, with the fence in its configuration, and leave an existing one as it is."""
     if not recorded:
         return None
     wanted = configuration(recorded)
     addon = settle(eks, cluster, wait)
+    if fenced:
+        if addon is not None:
+            return []
+        wanted = {**wanted, "affinity": aws_node.fenced_affinity(wanted.get("affinity"))}
     if addon is not None and configuration(addon) == wanted and addon.get("status") in APPLIED:
         return []
     after = {"configurationValues": recorded.get("configurationValues") or ""}

@@ -91,13 +91,20 @@ def fence(apps: Any, *, dry_run: bool = False) -> list[Change]:
                    after={"affinity": after}, dry_run=dry_run)]
 
 
-def restore(apps: Any, snapshot: Obj | None, *, dry_run: bool = False) -> list[Change]:
-    """Bring aws-node back to the snapshot: recreate it when deleted, else reset its affinity."""
+def restore(apps: Any, snapshot: Obj | None, *, fenced: bool = False, dry_run: bool = False) -> list[Change]:
+    """Bring aws-node back to the snapshot: recreate it when deleted, else reset its affinity. With
+    ``fenced`` only recreate a deleted one, with the fence (rollback's first step: Cilium nodes may
+    still exist), and leave an existing one as it is."""
     if not snapshot:
         return []
     ds = read(apps)
-    wanted = affinity_of(snapshot)
+    wanted = fenced_affinity(affinity_of(snapshot)) if fenced else affinity_of(snapshot)
+    if fenced and ds is not None:
+        return []
     if ds is None:
+        snapshot = {**snapshot, "spec": {**snapshot.get("spec", {}), "template": {
+            **snapshot.get("spec", {}).get("template", {}), "spec": {
+                **snapshot.get("spec", {}).get("template", {}).get("spec", {}), "affinity": wanted}}}}
         body = {"apiVersion": "apps/v1", "kind": "DaemonSet",
                 "metadata": {k: v for k, v in (snapshot.get("metadata") or {}).items()
                              if k in ("name", "namespace", "labels", "annotations")},

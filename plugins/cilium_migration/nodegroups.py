@@ -73,14 +73,21 @@ def scaling_for(current: Obj, size: int) -> Obj:
             "desiredSize": size}
 
 
-def scale(eks: Any, cluster: str, nodegroup: str, size: int, *, dry_run: bool = False,
-          log: Any = None) -> list[Change]:
-    """Set the node group's desired size; nothing when it is already there. Dry run: only logged."""
+def scale(eks: Any, cluster: str, nodegroup: str, size: int, *, exact: Obj | None = None,
+          dry_run: bool = False, log: Any = None) -> list[Change]:
+    """Set the node group's desired size (min and max moved only as far as needed), or with ``exact`` its
+    whole scalingConfig (a rollback restores min, max and desired); nothing when it is already there.
+    Dry run: only logged."""
     current = describe(eks, cluster, nodegroup)
     before = dict(current.get("scalingConfig") or {})
-    if before.get("desiredSize") == size:
+    if exact:
+        after: Obj = {k: int(exact[k]) for k in ("minSize", "maxSize", "desiredSize") if k in exact}
+        if all(before.get(k) == v for k, v in after.items()):
+            return []
+    elif before.get("desiredSize") == size:
         return []
-    after = scaling_for(current, size)
+    else:
+        after = scaling_for(current, size)
     if dry_run:
         if log is not None:
             log.info("would scale %s to %d (scalingConfig %s)", nodegroup, size, after)

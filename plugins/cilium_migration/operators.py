@@ -174,22 +174,33 @@ class AwsNodeDeleteOperator(MigrationOperator):
 class AwsNodeRestoreOperator(MigrationOperator):
     """Rollback: aws-node as in the preflight snapshot. When the snapshot recorded the ``vpc-cni`` add-on,
     its configuration values are put back (the add-on re-created if deleted); else the DaemonSet is
-    recreated if deleted, its fence removed."""
+    recreated if deleted, its fence removed.
+
+    :param fenced: only bring back a deleted aws-node, fenced (``cni In [aws-cni]``), and never remove the
+        fence: the rollback's first step, while Cilium nodes exist (aws-node must never run there). The
+        fence goes at the end, once the Cilium nodes are gone.
+    """
+
+    def __init__(self, *, fenced: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fenced = fenced
 
     def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
         from cilium_migration import addons, aws_node
 
         snap = snapshot_from(context) or {}
         changes = addons.restore(self.clients.eks, spec.cluster_name, snap.get("vpc_cni_addon"),
-                                 wait=addons.Wait.of(spec), dry_run=spec.dry_run)
+                                 wait=addons.Wait.of(spec), fenced=self.fenced, dry_run=spec.dry_run)
         if changes is not None:
             return changes
-        return aws_node.restore(self.clients.apps, snap.get("aws_node"), dry_run=spec.dry_run)
+        return aws_node.restore(self.clients.apps, snap.get("aws_node"), fenced=self.fenced,
+                                dry_run=spec.dry_run)
 
 
 class EksNodegroupScaleOperator(MigrationOperator):
     """Scale ``role``'s node groups ("new"/"old") to ``size`` ("target": new_node_count, "zero",
-    "snapshot": the preflight snapshot's size), with ``update_nodegroup_config``; dry run only logs."""
+    "snapshot": the preflight snapshot's min, max and desired size), with ``update_nodegroup_config``;
+    dry run only logs."""
 
     def __init__(self, *, role: str, size: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -199,9 +210,10 @@ class EksNodegroupScaleOperator(MigrationOperator):
         from cilium_migration import nodegroups
 
         changes: list[Change] = []
+        recorded = (snapshot_from(context) or {}).get("nodegroups") or {} if self.size == "snapshot" else {}
         for group, size in sizes_for(spec, self.role, self.size, context).items():
             changes += nodegroups.scale(self.clients.eks, spec.cluster_name, group, size,
-                                        dry_run=spec.dry_run, log=self.log)
+                                        exact=recorded.get(group), dry_run=spec.dry_run, log=self.log)
         return changes
 
 

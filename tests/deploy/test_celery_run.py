@@ -65,9 +65,9 @@ DAG_SECRET_KEY = "twinSecretKey/Cilium+Migration/7f3a9c2e5b1d4086"  # distinctiv
 TIMEOUTS = {"nodegroup": 120, "nodes_ready": 120, "rollout": 120, "mesh": 90, "eviction": 120,
             "approval": 600, "poll_interval": 2}
 RBAC_KINDS = ("roles", "clusterroles", "rolebindings", "clusterrolebindings")
-ROLLBACK_STEPS = ("start", "restore_aws_node", "restore_old_nodegroups", "old_nodes_ready", "uncordon_old_nodes",
+ROLLBACK_STEPS = ("start", "ensure_aws_node", "restore_old_nodegroups", "old_nodes_ready", "uncordon_old_nodes",
                   "cordon_new_nodes", "move_workloads_back", "new_nodes_drained", "uninstall_cilium",
-                  "restore_new_nodegroup", "new_nodes_gone", "mesh_healthy")
+                  "restore_new_nodegroup", "new_nodes_gone", "restore_aws_node", "mesh_healthy")
 
 
 @dataclass

@@ -66,10 +66,11 @@ from twin.store import Obj
 
 pytestmark = pytest.mark.e2e
 
-ROLLBACK_STEPS = ("rollback.start", "rollback.restore_aws_node", "rollback.restore_old_nodegroups",
+ROLLBACK_STEPS = ("rollback.start", "rollback.ensure_aws_node", "rollback.restore_old_nodegroups",
                   "rollback.old_nodes_ready", "rollback.uncordon_old_nodes", "rollback.cordon_new_nodes",
                   "rollback.move_workloads_back", "rollback.new_nodes_drained", "rollback.uninstall_cilium",
-                  "rollback.restore_new_nodegroup", "rollback.new_nodes_gone", "rollback.mesh_healthy")
+                  "rollback.restore_new_nodegroup", "rollback.new_nodes_gone", "rollback.restore_aws_node",
+                  "rollback.mesh_healthy")
 CUTOVER_AND_LATER = ("cutover.cordon_old_nodes", "cutover.move_workloads", "approve_decommission.approve",
                      "decommission.delete_aws_node", "decommission.scale_old_nodegroups")
 
