@@ -3,7 +3,8 @@
 - A PDB matches the pods of its namespace selected by ``spec.selector`` (an empty selector matches
   all of them, a missing one none).
 - healthy = matched pods that are Running with condition Ready=True and not being deleted.
-- expected = the owning controllers' replicas when known (Deployment / ReplicaSet / DaemonSet),
+- expected = the owning controllers' replicas when known (Deployment / ReplicaSet / StatefulSet /
+  DaemonSet),
   plus one for each pod without such an owner; for an integer ``minAvailable`` it is the number of
   matched pods, as in the real disruption controller.
 - desired = ``minAvailable`` (int, or percentage of expected rounded up), or expected minus
@@ -15,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from twin.resources import DAEMONSETS, DEPLOYMENTS, PDBS, PODS, REPLICASETS
+from twin.resources import DAEMONSETS, DEPLOYMENTS, PDBS, PODS, REPLICASETS, STATEFULSETS
 from twin.selectors import labels_match, selector_from_dict
 from twin.store import Obj, Store
 
@@ -100,9 +101,9 @@ def _controller_scale(store: Store, namespace: str | None, ref: dict[str, Any]) 
             if deployment is not None:
                 return int((deployment.get("spec") or {}).get("replicas", 1))
         return int((rs.get("spec") or {}).get("replicas", 1))
-    if kind == "Deployment":
-        deployment = store.get(DEPLOYMENTS, namespace, name)
-        return None if deployment is None else int((deployment.get("spec") or {}).get("replicas", 1))
+    if kind in ("Deployment", "StatefulSet"):
+        owner = store.get(DEPLOYMENTS if kind == "Deployment" else STATEFULSETS, namespace, name)
+        return None if owner is None else int((owner.get("spec") or {}).get("replicas", 1))
     if kind == "DaemonSet":
         ds = store.get(DAEMONSETS, namespace, name)
         return None if ds is None else int((ds.get("status") or {}).get("desiredNumberScheduled", 0))

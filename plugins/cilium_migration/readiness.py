@@ -5,7 +5,7 @@ Sensors, triggers, rollback and preflight all use these rules, so "Ready" means 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 Obj = Mapping[str, Any]
@@ -108,6 +108,38 @@ def controller_of(obj: Obj) -> Mapping[str, Any] | None:
         if ref.get("controller"):
             return ref
     return None
+
+
+POD_TEMPLATE_HASH = "pod-template-hash"
+
+
+def workload_of(pod: Obj) -> tuple[str, ...] | None:
+    """What a pod and its replacement share, as (namespace, kind, name[, pod name]); None without a
+    controller. A ReplicaSet's pod counts as its Deployment's (the ReplicaSet is named
+    ``<deployment>-<pod-template-hash>``), so a replacement from a newer ReplicaSet counts too; a
+    StatefulSet's pod also keeps its own name (its replacement is the same ordinal with a new UID)."""
+    ref = controller_of(pod)
+    if ref is None:
+        return None
+    namespace = str(_meta(pod).get("namespace", "default"))
+    kind, name = str(ref.get("kind")), str(ref.get("name"))
+    template_hash = labels_of(pod).get(POD_TEMPLATE_HASH)
+    if kind == "ReplicaSet" and template_hash and name.endswith(f"-{template_hash}"):
+        return namespace, "Deployment", name.removesuffix(f"-{template_hash}")
+    if kind == "StatefulSet":
+        return namespace, kind, name, name_of(pod)
+    return namespace, kind, name
+
+
+def uid_of(obj: Obj) -> str:
+    return str(_meta(obj).get("uid", ""))
+
+
+def is_replacement(pod: Obj, *, seen_uids: Collection[str], nodes: Mapping[str, Obj], cni: str) -> bool:
+    """A pod that can stand in for an evicted one: a UID not seen before the eviction, Ready, on a known
+    node served by ``cni`` (see ``node_cni``)."""
+    node = nodes.get(pod_node(pod) or "")
+    return uid_of(pod) not in seen_uids and pod_ready(pod) and node is not None and node_cni(node) == cni
 
 
 def is_daemonset_pod(pod: Obj) -> bool:

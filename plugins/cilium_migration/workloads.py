@@ -3,28 +3,46 @@
 Evictions respect PodDisruptionBudgets: a 429 is retried with backoff until the batch timeout and only
 then, and only with ``force``, is the pod deleted. DaemonSet pods and mirror pods are never moved;
 pods without a controller are refused unless forced (as ``kubectl drain`` does).
+
+A batch is done when every evicted pod has its replacement: a pod of the same workload
+(``readiness.workload_of``: a Deployment through its ReplicaSets, a StatefulSet's same ordinal) with a
+UID not seen before the eviction, Ready on a node of the target CNI (``readiness.is_replacement``); one
+replacement stands in for one evicted pod. A bare pod (forced) only has to be gone. Each wait pass
+reads the nodes once and the pods once per namespace of the batch, whatever the cluster's size.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from cilium_migration.audit import Change
 from cilium_migration.clients import items
 from cilium_migration.errors import PermanentError, TemporaryError, api_status, is_not_found
-from cilium_migration.readiness import controller_of, name_of, pod_ready, workload_pods_on
+from cilium_migration.readiness import (
+    CILIUM,
+    controller_of,
+    is_replacement,
+    name_of,
+    pod_node,
+    uid_of,
+    workload_of,
+    workload_pods_on,
+)
 
 Obj = dict[str, Any]
 
 
 def pods_on_nodes(core: Any, node_names: Iterable[str]) -> list[Obj]:
-    """Every pod bound to these nodes, all namespaces (one ``spec.nodeName`` field selector per node)."""
-    found: list[Obj] = []
-    for node in sorted(set(node_names)):
-        found += items(core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={node}")
-    return found
+    """Every pod bound to these nodes, all namespaces: one list of all pods, filtered here (one request
+    whatever the number of nodes)."""
+    names = set(node_names)
+    if not names:
+        return []
+    return [p for p in items(core.list_pod_for_all_namespaces) if pod_node(p) in names]
 
 
 def workloads_on_nodes(core: Any, node_names: Iterable[str]) -> list[Obj]:
@@ -71,63 +89,90 @@ def evict(core: Any, pod: Obj, *, deadline: float, force: bool = False, dry_run:
             delay = min(delay * 2, 5.0)
 
 
-def _owner_key(pod: Obj) -> tuple[str, str] | None:
-    ref = controller_of(pod)
-    return (_ns(pod), str(ref.get("uid"))) if ref else None
+@dataclass(frozen=True)
+class Batch:
+    """Pods evicted together, the UIDs that existed in their namespaces before, and the CNI whose nodes
+    their replacements must be Ready on."""
+
+    evicted: tuple[Obj, ...]
+    seen_uids: frozenset[str]
+    cni: str = CILIUM
+
+    @property
+    def namespaces(self) -> list[str]:
+        return sorted({_ns(p) for p in self.evicted})
 
 
-def replacements_ready(core: Any, evicted: list[Obj], ready_before: dict[tuple[str, str], int]) -> bool:
-    """Evicted pods are gone and each affected controller has as many Ready pods as before the batch."""
-    gone = {(_ns(p), name_of(p)) for p in evicted}
-    for ns in sorted({_ns(p) for p in evicted}):
-        pods = items(core.list_namespaced_pod, ns)
-        if any((_ns(p), name_of(p)) in gone for p in pods):
-            return False
-        for (owner_ns, uid), needed in ready_before.items():
-            if owner_ns != ns:
-                continue
-            ready = sum(1 for p in pods if _owner_key(p) == (ns, uid) and pod_ready(p))
-            if ready < needed:
-                return False
-    return True
+def uids_in(core: Any, namespaces: Iterable[str]) -> frozenset[str]:
+    """The UIDs of every pod in these namespaces now (one list per namespace)."""
+    return frozenset(uid_of(p) for ns in sorted(set(namespaces)) for p in items(core.list_namespaced_pod, ns))
+
+
+def unreplaced(batch: Batch, pods: Iterable[Obj], nodes: Iterable[Obj]) -> list[Obj]:
+    """The evicted pods still without a replacement, given the pods and nodes now (no API calls): each
+    needs its own pod of the same workload with a new UID, Ready on a ``batch.cni`` node; a bare pod
+    only has to be gone."""
+    by_name = {name_of(n): n for n in nodes}
+    pods = list(pods)
+    present = {uid_of(p) for p in pods}
+    spare = Counter(key for p in pods if (key := workload_of(p)) is not None
+                    and is_replacement(p, seen_uids=batch.seen_uids, nodes=by_name, cni=batch.cni))
+    waiting = []
+    for pod in batch.evicted:
+        key = workload_of(pod)
+        if key is None:
+            if uid_of(pod) in present:
+                waiting.append(pod)
+        elif spare[key] > 0:
+            spare[key] -= 1
+        else:
+            waiting.append(pod)
+    return waiting
+
+
+def waiting_for_replacements(core: Any, batch: Batch) -> list[Obj]:
+    """``unreplaced`` against the cluster now: the nodes once, the pods once per namespace of the batch."""
+    nodes = items(core.list_node)
+    pods = [p for ns in batch.namespaces for p in items(core.list_namespaced_pod, ns)]
+    return unreplaced(batch, pods, nodes)
+
+
+def _listed(pods: Iterable[Obj]) -> str:
+    return ", ".join(f"{_ns(p)}/{name_of(p)}" for p in pods)
 
 
 def move(core: Any, node_names: Iterable[str], *, batch_size: int, batch_timeout: float, force: bool = False,
          dry_run: bool = False, poll: float = 1.0, sleep: Callable[[float], None] = time.sleep,
-         log: Any = None) -> list[Change]:
-    """Evict workload pods off these nodes, ``batch_size`` at a time, each batch's replacements Ready
-    before the next. Callers cordon the nodes first. Re-running finds only the pods still there."""
+         log: Any = None, target_cni: str = CILIUM) -> list[Change]:
+    """Evict workload pods off these nodes, ``batch_size`` at a time, each batch's replacements Ready on
+    ``target_cni`` nodes before the next. Callers cordon the nodes first. Re-running finds only the pods
+    still there."""
     names = list(node_names)
     pods = workloads_on_nodes(core, names)
     bare = [p for p in pods if controller_of(p) is None]
     if bare and not force:
-        listed = ", ".join(f"{_ns(p)}/{name_of(p)}" for p in bare)
-        raise PermanentError(f"pods without a controller would be lost by eviction: {listed}; move them by "
-                             "hand or set force_evictions")
+        raise PermanentError(f"pods without a controller would be lost by eviction: {_listed(bare)}; move "
+                             "them by hand or set force_evictions")
     changes: list[Change] = []
     for start in range(0, len(pods), batch_size):
-        batch = pods[start:start + batch_size]
+        number, chosen = start // batch_size + 1, pods[start:start + batch_size]
         deadline = time.monotonic() + batch_timeout
-        owners = {k for p in batch if (k := _owner_key(p)) is not None}
-        ready_before: dict[tuple[str, str], int] = {}
-        for ns in sorted({o[0] for o in owners}):
-            for p in items(core.list_namespaced_pod, ns):
-                key = _owner_key(p)
-                if key in owners and pod_ready(p):
-                    ready_before[key] = ready_before.get(key, 0) + 1
+        seen = uids_in(core, {_ns(p) for p in chosen}) if not dry_run else frozenset()
         evicted = []
-        for pod in batch:
+        for pod in chosen:
             change = evict(core, pod, deadline=deadline, force=force, dry_run=dry_run, sleep=sleep, log=log)
             if change is not None:
                 changes.append(change)
                 evicted.append(pod)
         if dry_run or not evicted:
             continue
-        while not replacements_ready(core, evicted, ready_before):
+        batch = Batch(tuple(evicted), seen | {uid_of(p) for p in evicted}, target_cni)
+        while waiting := waiting_for_replacements(core, batch):
             if time.monotonic() >= deadline:
-                raise TemporaryError(f"replacements of batch {start // batch_size + 1} "
-                                     f"({', '.join(name_of(p) for p in evicted)}) not Ready in {batch_timeout}s")
+                raise TemporaryError(f"batch {number}: no replacement Ready on a {target_cni} node in "
+                                     f"{batch_timeout}s for {_listed(waiting)}")
             sleep(poll)
         if log is not None:
-            log.info("batch %d: %d pod(s) moved, replacements Ready", start // batch_size + 1, len(evicted))
+            log.info("batch %d: %d pod(s) moved, replacements Ready on %s nodes", number, len(evicted),
+                     target_cni)
     return changes

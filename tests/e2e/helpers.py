@@ -265,8 +265,8 @@ _CHURNING = frozenset({PODS.key, "events", "endpoints", "controllerrevisions.app
 
 def cluster_state(twin: Twin, *, keep_cni_label: bool = False) -> dict[str, Any]:
     """The cluster as rollback must restore it, normalized (see test_rollback's docstring): nodes (labels
-    without ``cni``, taints, cordon, readiness), DaemonSet and Deployment specs, which objects exist,
-    where pods run, node groups' sizes and taints. goldpinger's objects are left out."""
+    without ``cni``, taints, cordon, readiness), DaemonSet, Deployment and StatefulSet specs, which objects
+    exist, where pods run, node groups' sizes and taints. goldpinger's objects are left out."""
     dump = twin.store.dump()
     nodes = {}
     for node in dump[NODES.key]:
@@ -281,7 +281,7 @@ def cluster_state(twin: Twin, *, keep_cni_label: bool = False) -> dict[str, Any]
         }
     specs = {key: {f"{o['metadata']['namespace']}/{o['metadata']['name']}": o["spec"]
                    for o in dump[key] if not is_goldpinger(o)}
-             for key in (DAEMONSETS.key, "deployments.apps")}
+             for key in (DAEMONSETS.key, "deployments.apps", "statefulsets.apps")}
     objects = sorted(f"{key} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}"
                      for key, objs in dump.items() if key not in _CHURNING for o in objs if not is_goldpinger(o))
     pods = sorted(f"{p['metadata']['namespace']}/{_owner(p)} on {p['spec'].get('nodeName')} "
@@ -292,14 +292,15 @@ def cluster_state(twin: Twin, *, keep_cni_label: bool = False) -> dict[str, Any]
 
 
 def with_workloads_by_group(state: dict[str, Any]) -> dict[str, Any]:
-    """``state`` with each Deployment's pod placed on its node's group instead of its node: where the
-    scheduler puts a moved pod back within a group is its choice. DaemonSet pods keep their node."""
+    """``state`` with each Deployment's and StatefulSet's pod placed on its node's group instead of its
+    node: where the scheduler puts a moved pod back within a group is its choice. DaemonSet pods keep
+    their node."""
     groups = {name: node["labels"].get(NODEGROUP_LABEL) for name, node in state["nodes"].items()}
     pods = []
     for line in state["pods"]:
         who, _, where = line.partition(" on ")
         node, _, phase = where.partition(" ")
-        if "/ReplicaSet/" in who and node in groups:
+        if ("/ReplicaSet/" in who or "/StatefulSet/" in who) and node in groups:
             line = f"{who} on group {groups[node]} {phase}"
         pods.append(line)
     return {**state, "pods": sorted(pods)}

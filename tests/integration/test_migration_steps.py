@@ -241,7 +241,8 @@ def test_rollback_restores_the_snapshot(clients: Clients, spec: MigrationSpec) -
     assert not any(nodes.cordoned_by_us(n) or node_cordoned(n) for n in old_nodes(clients, spec))
     new = nodes.nodegroup_nodes(clients.core, [spec.new_nodegroup])
     nodes.set_cordoned(clients.core, new, True)
-    workloads.move(clients.core, [name_of(n) for n in new], batch_size=5, batch_timeout=20, poll=0.1)
+    workloads.move(clients.core, [name_of(n) for n in new], batch_size=5, batch_timeout=20, poll=0.1,
+                   target_cni=AWS_CNI)  # moving back: replacements Ready on aws-cni nodes
     wait("workloads_drained", clients, nodegroups=[spec.new_nodegroup])
     removed = cilium.uninstall(clients.api_client, release=spec.release, namespace=spec.cilium_namespace)
     assert removed and cilium.release_state(clients.api_client) is None

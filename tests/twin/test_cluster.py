@@ -56,6 +56,7 @@ class TestSettled:
             "kube-proxy": 3,
             "kube-dns": 2,
             "web": 4,
+            "db": 2,
         }
         assert {p.status.phase for p in pods} == {"Running"}
 

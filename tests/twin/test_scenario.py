@@ -113,6 +113,16 @@ class TestDefaultScenario:
             pytest.param(
                 "Service", "default", "web", lambda o: o["spec"]["selector"] == {"app": "web"}, id="web-svc"
             ),
+            pytest.param(
+                "StatefulSet",
+                "default",
+                "db",
+                lambda o: o["spec"]["replicas"] == 2 and o["spec"]["serviceName"] == "db",
+                id="db",
+            ),
+            pytest.param(
+                "PodDisruptionBudget", "default", "db", lambda o: o["spec"]["maxUnavailable"] == 1, id="db-pdb"
+            ),
         ],
     )
     def test_addons_and_sample_workload(self, kind: str, namespace: str, name: str, check) -> None:
@@ -215,5 +225,5 @@ class TestGenerator:
         s = generate_scenario(nodes, pods)
         assert [g.name for g in s.nodegroups] == groups
         assert sum(g.desired for g in s.nodegroups) == nodes
-        replicas = sum(o["spec"]["replicas"] for o in s.objects if o["kind"] == "Deployment")
+        replicas = sum(o["spec"]["replicas"] for o in s.objects if o["kind"] in ("Deployment", "StatefulSet"))
         assert replicas + 2 * nodes == pods  # aws-node and kube-proxy on every node

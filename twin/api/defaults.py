@@ -6,14 +6,24 @@ import re
 import zlib
 from typing import Any
 
-from twin.resources import DAEMONSETS, DEPLOYMENTS, PDBS, PODS, REPLICASETS, SERVICES, ResourceType
+from twin.resources import (
+    DAEMONSETS,
+    DEPLOYMENTS,
+    PDBS,
+    PODS,
+    REPLICASETS,
+    SERVICES,
+    STATEFULSETS,
+    ResourceType,
+)
 from twin.store import ApiError
 
 Obj = dict[str, Any]
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _FREE_NAMES = frozenset({"rbac.authorization.k8s.io"})  # RBAC names may hold ':' (system:node)
-_STATUS_RESET = (DEPLOYMENTS, DAEMONSETS, REPLICASETS, PDBS, SERVICES)
+_STATUS_RESET = (DEPLOYMENTS, DAEMONSETS, REPLICASETS, STATEFULSETS, PDBS, SERVICES)
+_WITH_SPEC = (PODS, DEPLOYMENTS, DAEMONSETS, REPLICASETS, STATEFULSETS, SERVICES)
 
 
 def validate_name(rt: ResourceType, obj: Obj) -> None:
@@ -38,7 +48,7 @@ def _invalid(rt: ResourceType, name: str, field: str, message: str) -> ApiError:
 def prepare_for_create(rt: ResourceType, obj: Obj) -> None:
     """Defaults and status reset the real registry applies on create (in place)."""
     obj.setdefault("metadata", {}).pop("resourceVersion", None)
-    spec = obj.setdefault("spec", {}) if rt in (PODS, DEPLOYMENTS, DAEMONSETS, REPLICASETS, SERVICES) else None
+    spec = obj.setdefault("spec", {}) if rt in _WITH_SPEC else None
     if rt is PODS and spec is not None:
         _pod_spec_defaults(spec)
         spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")  # admission
@@ -46,6 +56,8 @@ def prepare_for_create(rt: ResourceType, obj: Obj) -> None:
     elif rt is DAEMONSETS:  # these four are not omitempty: clients require them
         obj["status"] = {"currentNumberScheduled": 0, "numberMisscheduled": 0,
                          "desiredNumberScheduled": 0, "numberReady": 0}
+    elif rt is STATEFULSETS:  # not omitempty either
+        obj["status"] = {"replicas": 0, "availableReplicas": 0}
     elif rt in _STATUS_RESET:
         obj["status"] = {}
     if rt is DEPLOYMENTS and spec is not None:
@@ -59,6 +71,14 @@ def prepare_for_create(rt: ResourceType, obj: Obj) -> None:
         spec.setdefault("revisionHistoryLimit", 10)
         spec.setdefault("updateStrategy", {"type": "RollingUpdate",
                                            "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+        _template_defaults(spec)
+    elif rt is STATEFULSETS and spec is not None:
+        spec.setdefault("replicas", 1)
+        spec.setdefault("podManagementPolicy", "OrderedReady")
+        spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+        spec.setdefault("revisionHistoryLimit", 10)
+        spec.setdefault("persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain",
+                                                                 "whenScaled": "Retain"})
         _template_defaults(spec)
     elif rt is REPLICASETS and spec is not None:
         spec.setdefault("replicas", 1)

@@ -191,6 +191,11 @@ def _service_ports(o: Obj) -> str:
     return ",".join(ports) or NONE
 
 
+def _ready_replicas(o: Obj) -> str:
+    """``READY`` of Deployments and StatefulSets: ready replicas / spec.replicas."""
+    return f"{_get(o, 'status', 'readyReplicas', default=0)}/{_get(o, 'spec', 'replicas', default=1)}"
+
+
 def _int_or_percent(*path: str) -> Callable[[Obj], str]:
     return lambda o: "N/A" if _get(o, *path) is None else str(_get(o, *path))
 
@@ -235,14 +240,20 @@ COLUMNS: dict[str, list[Column]] = {
     ],
     "deployments.apps": [
         ("Name", "string", 0, _name),
-        ("Ready", "string", 0,
-         lambda o: f"{_get(o, 'status', 'readyReplicas', default=0)}/{_get(o, 'spec', 'replicas', default=1)}"),
+        ("Ready", "string", 0, _ready_replicas),
         ("Up-to-date", "integer", 0, _field("status", "updatedReplicas", default=0)),
         ("Available", "integer", 0, _field("status", "availableReplicas", default=0)),
         ("Age", "string", 0, _age),
         ("Containers", "string", 1, _container_names),
         ("Images", "string", 1, _images),
         ("Selector", "string", 1, lambda o: _selector_string(_get(o, "spec", "selector"))),
+    ],
+    "statefulsets.apps": [
+        ("Name", "string", 0, _name),
+        ("Ready", "string", 0, _ready_replicas),
+        ("Age", "string", 0, _age),
+        ("Containers", "string", 1, _container_names),
+        ("Images", "string", 1, _images),
     ],
     "replicasets.apps": [
         ("Name", "string", 0, _name),

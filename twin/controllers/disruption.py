@@ -19,13 +19,13 @@ from twin import pdb as budgets
 from twin.config import Timing
 from twin.controllers.base import Controller
 from twin.faults import Faults
-from twin.resources import DEPLOYMENTS, PDBS, PODS, REPLICASETS, ResourceType
+from twin.resources import DEPLOYMENTS, PDBS, PODS, REPLICASETS, STATEFULSETS, ResourceType
 from twin.store import Obj, Store, now_iso
 
 
 class DisruptionController(Controller):
     name = "disruption"
-    watches = (PODS, PDBS, DEPLOYMENTS, REPLICASETS)
+    watches = (PODS, PDBS, DEPLOYMENTS, REPLICASETS, STATEFULSETS)
 
     def __init__(self, store: Store, timing: Timing, faults: Faults) -> None:
         super().__init__(store, timing, faults)

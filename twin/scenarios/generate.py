@@ -27,7 +27,8 @@ def generate_scenario(
         for i, size in enumerate(_split(nodes, per_group))
     ]
     cilium = [g for g in base.nodegroups if g.name == "ng-cilium"]
-    base_pods = sum(int(o["spec"].get("replicas", 1)) for o in base.objects if o["kind"] == "Deployment")
+    base_pods = sum(int(o["spec"].get("replicas", 1)) for o in base.objects
+                    if o["kind"] in ("Deployment", "StatefulSet"))
     workload = max(0, pods - DAEMONSETS_PER_NODE * nodes - base_pods)
     objects: list[dict[str, Any]] = list(base.objects)
     objects += [
