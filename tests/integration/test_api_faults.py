@@ -11,7 +11,6 @@ eviction loop at once, with its message; EKS throttling is absorbed by botocore'
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 
@@ -25,9 +24,8 @@ from cilium_migration.errors import Kind, TemporaryError, classify
 from cilium_migration.readiness import name_of
 from cilium_migration.retry_policy import RETRY_POLICY
 from cilium_migration.retrying import RetrySettings
+from tests.integration.conftest import connected_twin
 from twin.cluster import Twin
-from twin.config import FAST
-from twin.scenario import load_scenario
 
 CLUSTER, REGION, OLD_GROUP = "dc-migrate", "us-west-1", "ng-1"
 BUDGET = RetrySettings(budget_s=8.0, backoff_base_s=0.2, backoff_max_s=0.5)
@@ -35,16 +33,8 @@ BUDGET = RetrySettings(budget_s=8.0, backoff_base_s=0.2, backoff_max_s=0.5)
 
 @pytest.fixture(scope="module")
 def twin() -> Iterator[Twin]:
-    t = Twin(load_scenario("default"), timing=FAST)
-    t.start()
-    mp = pytest.MonkeyPatch()
-    for key, conn in t.airflow_connections().items():
-        mp.setenv(key, json.dumps(conn))
-    try:
+    with connected_twin() as t:
         yield t
-    finally:
-        mp.undo()
-        t.stop()
 
 
 @pytest.fixture

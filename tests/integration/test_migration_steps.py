@@ -9,7 +9,6 @@ changes).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -22,9 +21,8 @@ from cilium_migration.clients import Clients
 from cilium_migration.errors import PermanentError
 from cilium_migration.readiness import AWS_CNI, CNI_LABEL, name_of, node_cordoned
 from cilium_migration.spec import MigrationSpec
+from tests.integration.conftest import connected_twin
 from twin.cluster import Twin
-from twin.config import FAST
-from twin.scenario import load_scenario
 
 PARAMS = {"cluster_name": "dc-migrate", "region": "us-west-1", "new_node_count": 2, "eviction_batch_size": 2,
           "timeouts": {"eviction": 20, "poll_interval": 0.1}}
@@ -32,16 +30,8 @@ PARAMS = {"cluster_name": "dc-migrate", "region": "us-west-1", "new_node_count":
 
 @pytest.fixture(scope="module")
 def twin() -> Iterator[Twin]:
-    t = Twin(load_scenario("default"), timing=FAST)
-    t.start()
-    mp = pytest.MonkeyPatch()
-    for key, conn in t.airflow_connections().items():
-        mp.setenv(key, json.dumps(conn))
-    try:
+    with connected_twin() as t:
         yield t
-    finally:
-        mp.undo()
-        t.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ Covers, against a twin through the Airflow connections (as a task builds its cli
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -27,11 +26,10 @@ from cilium_migration import preflight
 from cilium_migration.clients import Clients
 from cilium_migration.errors import PermanentError
 from cilium_migration.spec import MigrationSpec
+from tests.integration.conftest import connected_twin
 from twin import eks
 from twin.cluster import Twin
-from twin.config import FAST
 from twin.resources import BY_KEY, DAEMONSETS, DEPLOYMENTS, NODES
-from twin.scenario import load_scenario
 
 PARAMS = {"cluster_name": "dc-migrate", "region": "us-west-1"}
 ENICONFIGS = BY_KEY["eniconfigs.crd.k8s.amazonaws.com"]
@@ -40,16 +38,8 @@ OTHER_CA = b"-----BEGIN CERTIFICATE-----\nTUlJQm90aGVyIGNsdXN0ZXI=\n-----END CER
 
 @pytest.fixture(scope="module")
 def twin() -> Iterator[Twin]:
-    t = Twin(load_scenario("default"), timing=FAST)
-    t.start()
-    mp = pytest.MonkeyPatch()
-    for key, conn in t.airflow_connections().items():
-        mp.setenv(key, json.dumps(conn))
-    try:
+    with connected_twin() as t:
         yield t
-    finally:
-        mp.undo()
-        t.stop()
 
 
 @pytest.fixture

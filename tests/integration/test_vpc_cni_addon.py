@@ -25,9 +25,8 @@ from cilium_migration.clients import Clients
 from cilium_migration.operators import AwsNodeDeleteOperator, AwsNodeFenceOperator, AwsNodeRestoreOperator
 from cilium_migration.readiness import AWS_CNI, CNI_LABEL
 from cilium_migration.spec import MigrationSpec
+from tests.integration.conftest import connected_twin
 from twin.cluster import Twin
-from twin.config import FAST
-from twin.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = {"cluster_name": "dc-migrate", "region": "us-west-1", "new_node_count": 2,
@@ -38,18 +37,8 @@ SCENARIO_CONFIG = {"env": {"WARM_ENI_TARGET": "1"}}
 
 @pytest.fixture(scope="module")
 def twin() -> Iterator[Twin]:
-    t = Twin(load_scenario("managed-vpc-cni"), timing=FAST)
-    t.start()
-    mp = pytest.MonkeyPatch()
-    for key, conn in t.airflow_connections().items():
-        if key == "AIRFLOW_CONN_AWS_DEFAULT":
-            conn = {**conn, "login": DAG_ACCESS_KEY}
-        mp.setenv(key, json.dumps(conn))
-    try:
+    with connected_twin("managed-vpc-cni", aws_login=DAG_ACCESS_KEY) as t:
         yield t
-    finally:
-        mp.undo()
-        t.stop()
 
 
 @pytest.fixture(scope="module")
