@@ -73,13 +73,13 @@ def connect(rest: AirflowRest, twin: Twin) -> tuple[str, str]:
 
 
 @contextmanager
-def connected_twin(rest: AirflowRest, tmp_path: Path) -> Iterator[Connected]:
-    """A default-scenario twin with fast timing, reachable from Airflow; stopped (and any run of the
+def connected_twin(rest: AirflowRest, tmp_path: Path, scenario: str = "default") -> Iterator[Connected]:
+    """A twin of ``scenario`` with fast timing, reachable from Airflow; stopped (and any run of the
     DAG still going marked failed) on the way out, whatever happened."""
     from twin.config import Timing
     from twin.scenario import load_scenario
 
-    twin = Twin(load_scenario("default"), timing=Timing().scaled(TIMING_SCALE), rbac=CLUSTERROLE)
+    twin = Twin(load_scenario(scenario), timing=Timing().scaled(TIMING_SCALE), rbac=CLUSTERROLE)
     twin.start()
     try:
         aws_id, k8s_id = connect(rest, twin)
