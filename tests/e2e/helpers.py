@@ -264,8 +264,8 @@ _CHURNING = frozenset({PODS.key, "events", "endpoints", "controllerrevisions.app
 
 
 def cluster_state(twin: Twin, *, keep_cni_label: bool = False) -> dict[str, Any]:
-    """The cluster as rollback must restore it, normalized (see test_rollback's docstring): nodes (labels
-    without ``cni``, taints, cordon, readiness), DaemonSet, Deployment and StatefulSet specs, which objects
+    """The cluster as rollback must restore it, normalized (see test_rollback's docstring): nodes and node
+    groups (labels without ``cni``), taints, cordon, readiness), DaemonSet, Deployment and StatefulSet specs, which objects
     exist, where pods run, node groups' sizes and taints. goldpinger's objects are left out."""
     dump = twin.store.dump()
     nodes = {}
@@ -288,6 +288,9 @@ def cluster_state(twin: Twin, *, keep_cni_label: bool = False) -> dict[str, Any]
                   f"{(p.get('status') or {}).get('phase')}" for p in dump[PODS.key] if not is_goldpinger(p))
     groups = {name: {k: ng.get(k) for k in ("scalingConfig", "labels", "taints", "status")}
               for name, ng in node_groups(twin).items()}
+    if not keep_cni_label:  # the old groups' own cni label stays too, as their nodes' (README)
+        for group in groups.values():
+            group["labels"] = {k: v for k, v in (group["labels"] or {}).items() if k != CNI_LABEL}
     return {"nodes": nodes, "specs": specs, "objects": objects, "pods": pods, "nodegroups": groups}
 
 
