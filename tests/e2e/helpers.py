@@ -264,9 +264,10 @@ _CHURNING = frozenset({PODS.key, "events", "endpoints", "controllerrevisions.app
 
 
 def cluster_state(twin: Twin, *, keep_cni_label: bool = False) -> dict[str, Any]:
-    """The cluster as rollback must restore it, normalized (see test_rollback's docstring): nodes and node
-    groups (labels without ``cni``), taints, cordon, readiness), DaemonSet, Deployment and StatefulSet specs, which objects
-    exist, where pods run, node groups' sizes and taints. goldpinger's objects are left out."""
+    """The cluster as rollback must restore it, normalized (see test_rollback's docstring): nodes (labels
+    without ``cni``, taints, cordon, readiness), DaemonSet, Deployment and StatefulSet specs, which objects
+    exist, where pods run, node groups' sizes, labels (without ``cni``) and taints. goldpinger's objects
+    are left out."""
     dump = twin.store.dump()
     nodes = {}
     for node in dump[NODES.key]:
