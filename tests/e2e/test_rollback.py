@@ -76,9 +76,12 @@ CUTOVER_AND_LATER = ("cutover.cordon_old_nodes", "cutover.move_workloads", "appr
 
 
 def cilium_leftovers(cluster: Connected) -> list[str]:
-    """Objects of the Cilium release still in the cluster (by name, Helm labels, or release Secrets)."""
+    """Objects of the Cilium release still in the cluster (by name, Helm labels, or release Secrets).
+    Events about its pods are not its objects (the API server expires them)."""
     left = []
     for key, objs in cluster.twin.store.dump().items():
+        if key.startswith("events"):
+            continue
         for obj in objs:
             meta = obj["metadata"]
             labels = meta.get("labels") or {}
