@@ -48,9 +48,6 @@ _TEMPORARY = re.compile(
     re.IGNORECASE)
 
 
-_HOME_AT_START = bool(os.environ.get("HOME"))  # what the engine sees: it reads the process's initial environment
-
-
 def engine() -> Any:
     """The ``helm_python`` module."""
     import helm_python
@@ -60,11 +57,9 @@ def engine() -> Any:
 
 @contextmanager
 def _out_of_the_working_directory() -> Iterator[None]:
-    """The engine keeps a discovery cache in ``$HOME/.kube/cache``; without HOME (as in some task
-    processes) that is ``.kube/cache`` in the working directory: work in a private temporary one then."""
-    if _HOME_AT_START:
-        yield
-        return
+    """The engine keeps a discovery cache in ``$HOME/.kube/cache``, which in Airflow's task processes
+    resolves to ``.kube/cache`` in the working directory (seen with LocalExecutor): work in a private
+    temporary directory while the engine runs, so nothing lands in the worker's."""
     previous = os.getcwd()
     os.chdir(tempfile.mkdtemp(prefix="cilium-migration-helm-"))
     try:
