@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 RELEASE = "cilium"
 NAMESPACE = "kube-system"
 VALUES_FILE = Path(__file__).parent / "manifests" / "cilium-values.yaml"
-HELM_REPO_URL = helm.HELM_REPO_URL
 
 # The old CNI's nodes: no Cilium component may run there until decommission.
 FENCE: dict[str, Any] = {"key": "cni", "operator": "NotIn", "values": ["aws-cni"]}

@@ -29,12 +29,8 @@ LEFT_OUT_COMPUTE = frozenset({"fargate", "hybrid"})  # not on the VPC CNI's Daem
 NO_EXECUTE = "NO_EXECUTE"
 
 
-def _agent_taint(nodegroup: dict[str, Any]) -> dict[str, Any] | None:
-    return next((t for t in nodegroup.get("taints") or [] if t.get("key") == AGENT_NOT_READY_TAINT), None)
-
-
 def _has_agent_taint(nodegroup: dict[str, Any]) -> bool:
-    return _agent_taint(nodegroup) is not None
+    return any(t.get("key") == AGENT_NOT_READY_TAINT for t in nodegroup.get("taints") or [])
 
 
 def new_group_problem(spec: MigrationSpec, nodegroup: dict[str, Any]) -> str | None:
