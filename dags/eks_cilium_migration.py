@@ -7,7 +7,8 @@ run successfully with the cluster left in the cutover state (workloads on Cilium
 cordoned, aws-node and the old node groups kept); a later run resumes from there.
 
 Rollback runs after a rejection or when any gate fails: it restores the preflight snapshot (node group
-sizes, cordons), moves workloads back, uninstalls Cilium, and only once the Cilium nodes are gone
+sizes, cordons), moves workloads back, uninstalls Cilium (``cni.uninstall=true`` first, so no agent leaves
+its CNI configuration on a node), and only once the Cilium nodes are gone
 restores aws-node's affinity (a deleted aws-node comes back fenced first, so it never runs on a Cilium
 node). The ``cni=aws-cni`` node labels and goldpinger stay (harmless without the fence). The audit report runs in every case and fails
 the run when a task failed, so a run rolled back after a failure never shows as a success; a run rolled
@@ -28,6 +29,7 @@ from cilium_migration.operators import (
     AwsNodeDeleteOperator,
     AwsNodeFenceOperator,
     AwsNodeRestoreOperator,
+    CiliumCniUninstallOperator,
     CiliumInstallOperator,
     CiliumUninstallOperator,
     EksNodegroupScaleOperator,
@@ -48,6 +50,7 @@ from cilium_migration.sensors import (
     AllNodesReadySensor,
     AwsNodeAbsentSensor,
     AwsNodeRolloutSensor,
+    CiliumCniUninstallSensor,
     CiliumRolloutSensor,
     EksNodegroupSizeSensor,
     GoldpingerMeshSensor,
@@ -159,11 +162,14 @@ with DAG(
         cordon_new = NodeCordonOperator(task_id="cordon_new_nodes", role="new", cordon=True)
         move_back = WorkloadMoveOperator(task_id="move_workloads_back", role="new")
         new_nodes_drained = WorkloadsDrainedSensor(task_id="new_nodes_drained", role="new", deferrable=DEFER)
+        arm_cni_uninstall = CiliumCniUninstallOperator(task_id="arm_cni_uninstall")
+        cni_uninstall_armed = CiliumCniUninstallSensor(task_id="cni_uninstall_armed", deferrable=DEFER)
         uninstall_cilium = CiliumUninstallOperator(task_id="uninstall_cilium")
         restore_new = EksNodegroupScaleOperator(task_id="restore_new_nodegroup", role="new", size="snapshot")
         new_nodes_gone = NodesRegisteredSensor(task_id="new_nodes_gone", role="new", size="snapshot",
                                                deferrable=DEFER)
         restore_aws_node = AwsNodeRestoreOperator(task_id="restore_aws_node")  # the fence goes last
+        ensure_goldpinger = GoldpingerDeployOperator(task_id="ensure_goldpinger")  # a failed baseline has none
         rollback_mesh = GoldpingerMeshSensor(task_id="mesh_healthy")
 
     audit_report = MigrationAuditReportOperator(task_id="audit_report", trigger_rule=TriggerRule.ALL_DONE)
@@ -180,8 +186,8 @@ with DAG(
     decommission_steps = [delete_aws_node, scale_old_to_zero, old_nodegroups_at_zero, old_nodes_gone,
                           enable_watcher, all_nodes_ready, final_mesh]
     rollback_steps = [rollback_start, ensure_aws_node, restore_old, old_nodes_ready, uncordon_old, cordon_new,
-                      move_back, new_nodes_drained, uninstall_cilium, restore_new, new_nodes_gone,
-                      restore_aws_node, rollback_mesh]
+                      move_back, new_nodes_drained, arm_cni_uninstall, cni_uninstall_armed, uninstall_cilium,
+                      restore_new, new_nodes_gone, restore_aws_node, ensure_goldpinger, rollback_mesh]
 
     # the migration, in runbook order, with its two approval gates
     chain(*forward, approve_cutover_gate, [cordon_old, cutover_rejected])

@@ -7,6 +7,8 @@
 - ``GET /_twin/disruptions``: PodDisruptionBudget violations the disruption controller recorded.
 - ``GET /_twin/requests``: the API server's request log (``?since=N`` skips the first N records).
 - ``GET /_twin/state``: every stored object by resource key.
+- ``GET /_twin/cni``: every node's CNI config directory (``/etc/cni/net.d``): node name -> sorted file
+  names, ``.cilium_bak`` backups included.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from twin.store import Store
 
 Response = tuple[int, str, bytes]
 JSON = "application/json"
+ROUTES = ("faults", "disruptions", "requests", "state", "cni")
 
 
 class AdminApi:
@@ -33,9 +36,11 @@ class AdminApi:
         faults: Faults,
         request_log: Callable[[], list[Any]],
         disruptions: Callable[[], list[Any]],
+        cni_configs: Callable[[], dict[str, list[str]]] = dict,
     ) -> None:
         self.store, self.faults = store, faults
         self._request_log, self._disruptions = request_log, disruptions
+        self._cni_configs = cni_configs
 
     def __call__(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> Response:
         route = path.split("/_twin/", 1)[-1].strip("/")
@@ -53,15 +58,11 @@ class AdminApi:
             return _json(
                 200, {"resourceVersion": str(self.store.resource_version), "objects": self.store.dump()}
             )
-        if route in ("faults", "disruptions", "requests", "state"):
+        if route == "cni" and method == "GET":
+            return _json(200, self._cni_configs())
+        if route in ROUTES:
             return _json(405, {"error": f"{method} not allowed on /_twin/{route}"})
-        return _json(
-            404,
-            {
-                "error": f"no admin route /_twin/{route}",
-                "routes": ["faults", "disruptions", "requests", "state"],
-            },
-        )
+        return _json(404, {"error": f"no admin route /_twin/{route}", "routes": list(ROUTES)})
 
     def _patch_faults(self, body: bytes) -> Response:
         try:

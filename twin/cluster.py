@@ -38,6 +38,7 @@ from twin.config import Timing
 from twin.controllers import core_controllers
 from twin.controllers.base import NODEGROUP_LABEL, Controller, run_until
 from twin.controllers.disruption import DisruptionController
+from twin.controllers.kubelet import Kubelet
 from twin.controllers.nodegroups import NodeGroupController
 from twin.controllers.statefulsets import StatefulSetController
 from twin.goldpinger import GoldpingerModel
@@ -126,6 +127,7 @@ class Twin:
                     faults=self.faults,
                     request_log=lambda: self.api.request_log,
                     disruptions=self._disruptions,
+                    cni_configs=self.cni_configs,
                 ),
             )
             self.api.add_service_proxy(self.goldpinger.proxy_handler)
@@ -231,6 +233,12 @@ class Twin:
         return list(self.disruption.violations) if self.disruption is not None else []
 
     # ---- state ----------------------------------------------------------------------------------
+
+    def cni_configs(self) -> dict[str, list[str]]:
+        """Every node's ``/etc/cni/net.d`` as of the kubelets' last pass: node name -> sorted file
+        names, ``.cilium_bak`` backups included (``twin.controllers.cni_config``)."""
+        kubelet = next((c for c in self.controllers if isinstance(c, Kubelet)), None)
+        return kubelet.cni_dirs.snapshot() if kubelet is not None else {}
 
     def settled(self) -> bool:
         return not self.unsettled()

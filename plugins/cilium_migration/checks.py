@@ -33,6 +33,7 @@ from cilium_migration.readiness import (
     nodegroup_at_size,
     pod_node,
     pod_ready,
+    runs_current_template,
 )
 
 DONE, WAITING, FAILED = "done", "waiting", "failed"
@@ -182,6 +183,41 @@ def cilium_rolled_out(clients: Clients, *, namespace: str, nodegroups: list[str]
     return Verdict(DONE, f"Cilium rolled out: DaemonSets {', '.join(sorted(map(name_of, daemonsets)))} on all "
                          f"{len(targets)} node(s) of {', '.join(nodegroups)}; Deployments "
                          f"{', '.join(sorted(map(name_of, deployments)))}; no Cilium pod Pending")
+
+
+CILIUM_AGENT = "cilium"  # the agent DaemonSet, and its pods' k8s-app label
+CILIUM_CONFIG = "cilium-config"
+CNI_UNINSTALL_KEY = "cni-uninstall"
+
+
+@check
+def cilium_cni_uninstall_armed(clients: Clients, *, namespace: str, nodegroups: list[str]) -> Verdict:
+    """Before ``helm uninstall``: every Cilium agent on a node that stays (one outside ``nodegroups``, the
+    groups the rollback removes) runs the agent DaemonSet's current template with ``cni-uninstall: "true"``
+    in ``cilium-config``, so its preStop hook removes Cilium's CNI configuration from the node when it
+    stops. No agent on a node that stays: nothing to wait for. Such agents while ``cilium-config`` lacks the
+    key: terminal (nothing will add it)."""
+    leaving = {name_of(n) for n in nodes.nodegroup_nodes(clients.core, nodegroups)}
+    agents = [p for p in items(clients.core.list_namespaced_pod, namespace, label_selector=f"k8s-app={CILIUM_AGENT}")
+              if pod_node(p) and pod_node(p) not in leaving]
+    if not agents:
+        return Verdict(DONE, f"no Cilium agent on a node that stays (the nodes of {', '.join(nodegroups)} go "
+                             "away with their CNI configuration)")
+    on = ", ".join(sorted({str(pod_node(p)) for p in agents}))
+    config = read_or_none(clients.core.read_namespaced_config_map, CILIUM_CONFIG, namespace) or {}
+    if (config.get("data") or {}).get(CNI_UNINSTALL_KEY) != "true":
+        return Verdict(FAILED, f"Terminal state reached: Cilium agents run on {on}, which stay, and {namespace}/"
+                               f"{CILIUM_CONFIG} has no {CNI_UNINSTALL_KEY}: \"true\" (the Helm release is not "
+                               "deployed, so it could not be set): uninstalling now would leave 05-cilium.conflist "
+                               "on those nodes and break pod networking there. Set cni.uninstall=true on the "
+                               "release (or the key in the ConfigMap), restart DaemonSet cilium, then clear this task")
+    ds = read_or_none(clients.apps.read_namespaced_daemon_set, CILIUM_AGENT, namespace)
+    stale = sorted(f"{name_of(p)} on {pod_node(p)}" for p in agents if ds is None or not runs_current_template(p, ds))
+    if stale:
+        return Verdict(WAITING, f"Cilium agents not yet restarted with {CNI_UNINSTALL_KEY}: " + ", ".join(stale[:10]),
+                       {"waiting": stale})
+    return Verdict(DONE, f"Cilium agents on {on} run with {CNI_UNINSTALL_KEY}: \"true\": they remove Cilium's CNI "
+                         "configuration when they stop")
 
 
 @check

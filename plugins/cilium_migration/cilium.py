@@ -13,6 +13,8 @@ Rules:
 - Every object the release touches is read before and after, and each difference becomes a ``Change``
   (``audit.object_change``: Secrets by key and fingerprint, never by value). Whether any pod template
   changed (so Cilium pods roll) is logged.
+- ``arm_cni_uninstall`` sets ``cni.uninstall=true`` on the deployed release before it goes (Cilium's
+  documented uninstall), so the agents remove their CNI configuration from the nodes when they stop.
 - ``uninstall`` is ``helm uninstall``, then a check that nothing of the release is left: an object that
   is still there, or a release record, fails the task with the objects named.
 - ``dry_run``: Helm renders against the cluster (``--dry-run=server``), nothing is written, and the
@@ -256,6 +258,25 @@ def deploy(api_client: ApiClient, chart: str | os.PathLike[str], values: Mapping
         {"revision": revision, "chart": "-".join(chart_id)}, dry_run)
     log.info("CHANGE %s", release_change.log_line())
     return [*changes, release_change]
+
+
+CNI_UNINSTALL: dict[str, Any] = {"cni": {"uninstall": True}}
+
+
+def arm_cni_uninstall(api_client: ApiClient, chart: str | os.PathLike[str], *, release: str = RELEASE,
+                      namespace: str = NAMESPACE, dry_run: bool = False, repo_url: str | None = None,
+                      version: str | None = None, log: logging.Logger = log) -> list[Change]:
+    """Cilium's documented uninstall, first half: upgrade the deployed release with its own values plus
+    ``cni.uninstall=true`` (with ``rollOutCiliumPods`` the agents restart with it), so each agent removes
+    its CNI configuration from its node when ``helm uninstall`` stops it. A release that is not deployed
+    (none, or a failed install) cannot be upgraded: nothing is changed, and that is logged."""
+    state = release_state(api_client, release=release, namespace=namespace)
+    if state is None or not state.installed:
+        log.info("Helm release %s/%s is %s: cni.uninstall cannot be set through Helm", namespace, release,
+                 "absent" if state is None else f"{state.status} (revision {state.revision})")
+        return []
+    return deploy(api_client, chart, deep_merge(state.values, CNI_UNINSTALL), release=release,
+                  namespace=namespace, dry_run=dry_run, repo_url=repo_url, version=version, log=log)
 
 
 def uninstall(api_client: ApiClient, *, release: str = RELEASE, namespace: str = NAMESPACE,

@@ -18,9 +18,11 @@ Rules:
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -129,6 +131,7 @@ def chart_path(chart: str | os.PathLike[str], *, repo_url: str | None = None,
     key = (ref, repo_url, version)
     if key not in _pulled:
         dest = tempfile.mkdtemp(prefix="cilium-chart-")
+        atexit.register(shutil.rmtree, dest, True)  # the cache lives as long as the process
         try:
             helm_python.pull(ref, repo_url=repo_url, version=version, destination=dest)
         except helm_python.HelmError as exc:

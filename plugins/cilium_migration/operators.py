@@ -241,6 +241,20 @@ class CiliumInstallOperator(MigrationOperator):
                                   version=spec.cilium_version))
 
 
+class CiliumCniUninstallOperator(MigrationOperator):
+    """Rollback, before the uninstall: ``cni.uninstall=true`` on the deployed release, so every agent removes
+    Cilium's CNI configuration from its node when it stops."""
+
+    logs_own_changes = True
+
+    def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
+        from cilium_migration import cilium
+
+        return list(cilium.arm_cni_uninstall(self.clients.api_client, spec.chart_ref, release=spec.release,
+                                             namespace=spec.cilium_namespace, dry_run=spec.dry_run,
+                                             version=spec.cilium_version))
+
+
 class CiliumUninstallOperator(MigrationOperator):
     """Rollback: remove the Cilium release (every object it owns, then its release Secrets)."""
 

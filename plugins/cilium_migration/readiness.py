@@ -202,6 +202,21 @@ def daemonset_rolled_out(ds: Obj) -> bool:
             and status.get("numberAvailable", 0) == desired)
 
 
+TEMPLATE_GENERATION_LABEL = "pod-template-generation"
+TEMPLATE_GENERATION_ANNOTATION = "deprecated.daemonset.template.generation"
+
+
+def daemonset_template_generation(ds: Obj) -> str:
+    """The generation of a DaemonSet's pod template (what its pods' ``pod-template-generation`` says)."""
+    meta = _meta(ds)
+    return str((meta.get("annotations") or {}).get(TEMPLATE_GENERATION_ANNOTATION) or meta.get("generation") or "")
+
+
+def runs_current_template(pod: Obj, ds: Obj) -> bool:
+    """A DaemonSet pod created from the DaemonSet's current pod template."""
+    return labels_of(pod).get(TEMPLATE_GENERATION_LABEL) == daemonset_template_generation(ds)
+
+
 def deployment_rolled_out(dep: Obj) -> bool:
     """observedGeneration caught up, every replica updated, ready and available (kubectl's rule)."""
     status = dep.get("status") or {}

@@ -242,6 +242,15 @@ class CiliumRolloutSensor(ClusterStateSensor):
         return {"namespace": spec.cilium_namespace, "nodegroups": [spec.new_nodegroup]}
 
 
+class CiliumCniUninstallSensor(ClusterStateSensor):
+    """Every Cilium agent on a node that stays runs with ``cni-uninstall: "true"`` (see the check)."""
+
+    check_name = "cilium_cni_uninstall_armed"
+
+    def arguments(self, spec: MigrationSpec, context: Any) -> dict[str, Any]:
+        return {"namespace": spec.cilium_namespace, "nodegroups": [spec.new_nodegroup]}
+
+
 class GoldpingerOnNodesSensor(ClusterStateSensor):
     """A Ready goldpinger DaemonSet pod on every node of ``role``'s groups."""
 

@@ -66,8 +66,9 @@ TIMEOUTS = {"nodegroup": 120, "nodes_ready": 120, "rollout": 120, "mesh": 90, "e
             "approval": 600, "poll_interval": 2}
 RBAC_KINDS = ("roles", "clusterroles", "rolebindings", "clusterrolebindings")
 ROLLBACK_STEPS = ("start", "ensure_aws_node", "restore_old_nodegroups", "old_nodes_ready", "uncordon_old_nodes",
-                  "cordon_new_nodes", "move_workloads_back", "new_nodes_drained", "uninstall_cilium",
-                  "restore_new_nodegroup", "new_nodes_gone", "restore_aws_node", "mesh_healthy")
+                  "cordon_new_nodes", "move_workloads_back", "new_nodes_drained", "arm_cni_uninstall",
+                  "cni_uninstall_armed", "uninstall_cilium", "restore_new_nodegroup", "new_nodes_gone",
+                  "restore_aws_node", "ensure_goldpinger", "mesh_healthy")
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any
 import requests
 from kubernetes import client as k8s
 
+from cilium_migration.nodes import CORDONED_BY
 from localrun.approvals import pick
 from localrun.rest import AirflowRest, PendingApproval
 from twin.cluster import Twin
@@ -247,6 +248,71 @@ def deployments_at_full_strength(twin: Twin) -> list[str]:
         if ready < want:
             short.append(f"{d.metadata.namespace}/{d.metadata.name}: {ready}/{want} ready")
     return short
+
+
+# ---- rollback -------------------------------------------------------------------------------------
+
+ROLLBACK_STEPS = ("rollback.start", "rollback.ensure_aws_node", "rollback.restore_old_nodegroups",
+                  "rollback.old_nodes_ready", "rollback.uncordon_old_nodes", "rollback.cordon_new_nodes",
+                  "rollback.move_workloads_back", "rollback.new_nodes_drained", "rollback.arm_cni_uninstall",
+                  "rollback.cni_uninstall_armed", "rollback.uninstall_cilium",
+                  "rollback.restore_new_nodegroup", "rollback.new_nodes_gone", "rollback.restore_aws_node",
+                  "rollback.ensure_goldpinger", "rollback.mesh_healthy")
+def cilium_leftovers(twin: Twin) -> list[str]:
+    """Objects of the Cilium release still in the cluster (by name, Helm labels, or release Secrets).
+    Events about its pods are not its objects (the API server expires them)."""
+    left = []
+    for key, objs in twin.store.dump().items():
+        if key.startswith("events"):
+            continue
+        for obj in objs:
+            meta = obj["metadata"]
+            labels = meta.get("labels") or {}
+            annotations = meta.get("annotations") or {}
+            if ("cilium" in meta["name"] or "hubble" in meta["name"] or labels.get("owner") == "helm"
+                    or annotations.get("meta.helm.sh/release-name") == "cilium"):
+                left.append(f"{key} {meta.get('namespace', '')}/{meta['name']}")
+    return left
+
+
+def cilium_cni_configs(twin: Twin) -> dict[str, list[str]]:
+    """Nodes whose CNI configuration directory still holds a file of Cilium's (``*cilium*``, backups
+    of other CNIs' files it renamed included)."""
+    return {node: files for node, files in twin.cni_configs().items() if any("cilium" in f for f in files)}
+
+
+def assert_rolled_back(run_tasks: dict[str, str | None], context: str) -> None:
+    steps = {t: run_tasks.get(t) for t in ROLLBACK_STEPS}
+    assert steps == dict.fromkeys(ROLLBACK_STEPS, "success"), context
+
+
+def pods_off(twin: Twin, group: str) -> list[str]:
+    """Workload pods not Ready on a node of ``group`` (empty: every one runs there)."""
+    on_group = {n.metadata.name for n in nodes_of(twin, group)}
+    return [describe_pod(p) for p in workload_pods(twin) if p.spec.node_name not in on_group or not pod_ready(p)]
+
+
+def assert_restored(twin: Twin, before: dict[str, Any], affinity_before: object, *,
+                    workloads_moved: bool) -> None:
+    """The cluster as before the first run, with no Cilium, no new nodes, a healthy mesh, no PDB broken.
+    Workloads that moved away and back are compared by node group, not node."""
+    after = cluster_state(twin)
+    if workloads_moved:
+        before, after = with_workloads_by_group(before), with_workloads_by_group(after)
+    assert differences(before, after) == [], "the cluster differs from its state before the run"
+    old = nodes_of(twin, OLD_GROUP)
+    assert len(old) == 3
+    assert [n.metadata.name for n in old if n.spec.unschedulable or not node_ready(n)
+            or CORDONED_BY in (n.metadata.annotations or {})] == []
+    assert pods_off(twin, OLD_GROUP) == [], "workload pods not back on the old nodes"
+    assert nodes_of(twin, NEW_GROUP) == []
+    assert node_groups(twin)[NEW_GROUP]["scalingConfig"]["desiredSize"] == 0
+    assert cilium_leftovers(twin) == []
+    assert cilium_cni_configs(twin) == {}, "Cilium's CNI configuration left on nodes"
+    assert apps(twin).read_namespaced_daemon_set("aws-node", "kube-system").spec.template.spec.affinity \
+        == affinity_before
+    assert mesh_failures(twin) == []
+    assert twin.disruption is not None and twin.disruption.violations == []
 
 
 # ---- whole-state snapshots ----------------------------------------------------------------------

@@ -36,6 +36,8 @@ from tests.e2e.helpers import (
     OLD_GROUP,
     Run,
     apps,
+    assert_restored,
+    assert_rolled_back,
     cluster_state,
     conf_for,
     core,
@@ -43,8 +45,9 @@ from tests.e2e.helpers import (
     explain,
     hitl_details,
     nodes_of,
+    pods_off,
 )
-from tests.e2e.test_rollback import CUTOVER_AND_LATER, assert_restored, assert_rolled_back, pods_off
+from tests.e2e.test_rollback import CUTOVER_AND_LATER
 from twin.cluster import Twin
 
 pytestmark = pytest.mark.e2e
@@ -92,7 +95,7 @@ def test_an_unanswered_cutover_gate_times_out_into_roll_back(cluster: Connected,
     assert waited.total_seconds() >= APPROVAL_TIMEOUT_S, f"resolved after {waited}, before its timeout"
     assert run.tasks[CUTOVER_GATE] == "success", why
     assert_rejected_at_cutover(airflow, run)
-    assert_restored(cluster, before, affinity_before, workloads_moved=False)
+    assert_restored(cluster.twin, before, affinity_before, workloads_moved=False)
 
 
 def test_a_held_migration_resumes_and_rolls_back_to_the_start(cluster: Connected, airflow: AirflowRest) -> None:
@@ -130,4 +133,4 @@ def test_a_held_migration_resumes_and_rolls_back_to_the_start(cluster: Connected
     changes = {t: airflow.xcom(DAG_ID, resumed.run_id, t, key="changes") for t in ALREADY_DONE}
     assert changes == dict.fromkeys(ALREADY_DONE, []), changes
     assert_rejected_at_cutover(airflow, resumed)
-    assert_restored(cluster, before, affinity_before, workloads_moved=True)
+    assert_restored(cluster.twin, before, affinity_before, workloads_moved=True)

@@ -33,7 +33,6 @@ from typing import Any
 
 import pytest
 
-from cilium_migration.nodes import CORDONED_BY
 from localrun.rest import AirflowRest
 from tests.e2e.conftest import Connected
 from tests.e2e.helpers import (
@@ -43,87 +42,30 @@ from tests.e2e.helpers import (
     NEW_GROUP,
     NODEGROUP_LABEL,
     OLD_GROUP,
+    ROLLBACK_STEPS,
     apps,
+    assert_restored,
+    assert_rolled_back,
+    cilium_leftovers,
     cluster_state,
     conf_for,
     core,
     deployments_at_full_strength,
     describe_pod,
-    differences,
     drive,
     explain,
-    mesh_failures,
     node_groups,
-    node_ready,
     nodes_of,
     pod_ready,
-    with_workloads_by_group,
     workload_pods,
 )
-from twin.cluster import Twin
 from twin.resources import NODES, ResourceType
 from twin.store import Obj
 
 pytestmark = pytest.mark.e2e
 
-ROLLBACK_STEPS = ("rollback.start", "rollback.ensure_aws_node", "rollback.restore_old_nodegroups",
-                  "rollback.old_nodes_ready", "rollback.uncordon_old_nodes", "rollback.cordon_new_nodes",
-                  "rollback.move_workloads_back", "rollback.new_nodes_drained", "rollback.uninstall_cilium",
-                  "rollback.restore_new_nodegroup", "rollback.new_nodes_gone", "rollback.restore_aws_node",
-                  "rollback.mesh_healthy")
 CUTOVER_AND_LATER = ("cutover.cordon_old_nodes", "cutover.move_workloads", "approve_decommission.approve",
                      "decommission.delete_aws_node", "decommission.scale_old_nodegroups")
-
-
-def cilium_leftovers(cluster: Connected) -> list[str]:
-    """Objects of the Cilium release still in the cluster (by name, Helm labels, or release Secrets).
-    Events about its pods are not its objects (the API server expires them)."""
-    left = []
-    for key, objs in cluster.twin.store.dump().items():
-        if key.startswith("events"):
-            continue
-        for obj in objs:
-            meta = obj["metadata"]
-            labels = meta.get("labels") or {}
-            annotations = meta.get("annotations") or {}
-            if ("cilium" in meta["name"] or "hubble" in meta["name"] or labels.get("owner") == "helm"
-                    or annotations.get("meta.helm.sh/release-name") == "cilium"):
-                left.append(f"{key} {meta.get('namespace', '')}/{meta['name']}")
-    return left
-
-
-def assert_rolled_back(run_tasks: dict[str, str | None], context: str) -> None:
-    steps = {t: run_tasks.get(t) for t in ROLLBACK_STEPS}
-    assert steps == dict.fromkeys(ROLLBACK_STEPS, "success"), context
-
-
-def pods_off(twin: Twin, group: str) -> list[str]:
-    """Workload pods not Ready on a node of ``group`` (empty: every one runs there)."""
-    on_group = {n.metadata.name for n in nodes_of(twin, group)}
-    return [describe_pod(p) for p in workload_pods(twin) if p.spec.node_name not in on_group or not pod_ready(p)]
-
-
-def assert_restored(cluster: Connected, before: dict[str, Any], affinity_before: object, *,
-                    workloads_moved: bool) -> None:
-    """The cluster as before the first run, with no Cilium, no new nodes, a healthy mesh, no PDB broken.
-    Workloads that moved away and back are compared by node group, not node."""
-    twin = cluster.twin
-    after = cluster_state(twin)
-    if workloads_moved:
-        before, after = with_workloads_by_group(before), with_workloads_by_group(after)
-    assert differences(before, after) == [], "the cluster differs from its state before the run"
-    old = nodes_of(twin, OLD_GROUP)
-    assert len(old) == 3
-    assert [n.metadata.name for n in old if n.spec.unschedulable or not node_ready(n)
-            or CORDONED_BY in (n.metadata.annotations or {})] == []
-    assert pods_off(twin, OLD_GROUP) == [], "workload pods not back on the old nodes"
-    assert nodes_of(twin, NEW_GROUP) == []
-    assert node_groups(twin)[NEW_GROUP]["scalingConfig"]["desiredSize"] == 0
-    assert cilium_leftovers(cluster) == []
-    assert apps(twin).read_namespaced_daemon_set("aws-node", "kube-system").spec.template.spec.affinity \
-        == affinity_before
-    assert mesh_failures(twin) == []
-    assert twin.disruption is not None and twin.disruption.violations == []
 
 
 def test_rejecting_cutover_restores_the_preflight_state(cluster: Connected, airflow: AirflowRest) -> None:
@@ -144,7 +86,7 @@ def test_rejecting_cutover_restores_the_preflight_state(cluster: Connected, airf
     # rejection no task failed, so the run ends success and its outcome says what happened.
     assert run.state == "success", f"run ended {run.state!r}; audit report:\n{report}\n{why}"
 
-    assert_restored(cluster, before, affinity_before, workloads_moved=False)
+    assert_restored(cluster.twin, before, affinity_before, workloads_moved=False)
 
 
 def test_rejecting_decommission_restores_the_preflight_state(cluster: Connected, airflow: AirflowRest) -> None:
@@ -161,7 +103,7 @@ def test_rejecting_decommission_restores_the_preflight_state(cluster: Connected,
     assert_rolled_back(run.tasks, why)
     assert run.tasks["decommission.delete_aws_node"] == "skipped", why
     assert run.state == "success", why
-    assert_restored(cluster, before, affinity_before, workloads_moved=True)
+    assert_restored(cluster.twin, before, affinity_before, workloads_moved=True)
 
 
 def test_a_failing_mesh_gate_rolls_back_before_any_cordon(cluster: Connected, airflow: AirflowRest) -> None:
@@ -198,7 +140,7 @@ def test_a_failing_mesh_gate_rolls_back_before_any_cordon(cluster: Connected, ai
     assert nodes_of(twin, NEW_GROUP) == []
     old = nodes_of(twin, OLD_GROUP)
     assert len(old) == 3 and not any(n.spec.unschedulable for n in old)
-    assert cilium_leftovers(cluster) == []
+    assert cilium_leftovers(twin) == []
     assert [n.metadata.name for n in core(twin).list_node().items if n.spec.unschedulable] == []
 
 

@@ -7,6 +7,9 @@ prevention included) and with the stand-in chart that has the real chart's shape
 - a re-run with the same values changes nothing: no new revision, the CA and every Cilium pod kept;
 - an upgrade (the unmanaged-pod watcher turned on) keeps the CA (the chart's ``lookup``), records
   revision 2, and says whether pod templates changed;
+- ``cni.uninstall=true`` set before the uninstall (Cilium's documented way) restarts the agents with it,
+  and the rollback's gate waits for that; the agents then remove ``05-cilium.conflist`` from every node
+  when they stop. Without it the file stays on the nodes (and the gate refuses to let the uninstall go);
 - uninstall leaves no object with the release's labels or annotations, and no release record;
 - an uninstall the identity is not allowed to finish fails, naming what was left.
 """
@@ -21,8 +24,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
-from cilium_migration import cilium
+from cilium_migration import checks, cilium
 from cilium_migration.audit import Change
+from cilium_migration.clients import Clients
 from cilium_migration.errors import PermanentError
 from twin.cluster import Twin
 from twin.config import FAST
@@ -134,6 +138,34 @@ def test_an_upgrade_keeps_the_ca(twin: Twin, dag_client: k8s.ApiClient,
     assert_no_key_material(changes, caplog)
 
 
+def cilium_cni_files(twin: Twin) -> dict[str, list[str]]:
+    """Nodes with a file of Cilium's in their CNI configuration directory."""
+    return {node: files for node, files in twin.cni_configs().items() if any("cilium" in f for f in files)}
+
+
+def agents_wrote_their_cni_config(twin: Twin) -> None:
+    nodes = {n["metadata"]["name"] for n in twin.store.iter_all(BY_KEY["nodes"])}
+    twin.wait_for(lambda: set(cilium_cni_files(twin)) == nodes, 30, "05-cilium.conflist on every node")
+
+
+def armed(client: k8s.ApiClient) -> checks.Verdict:
+    """The rollback's gate before the uninstall; the default scenario's ng-cilium has no node here, so
+    every node stays."""
+    return checks.run("cilium_cni_uninstall_armed", Clients(api_client=client), namespace="kube-system",
+                      nodegroups=["ng-cilium"])
+
+
+def test_cni_uninstall_is_set_and_the_agents_restart_with_it(twin: Twin, dag_client: k8s.ApiClient) -> None:
+    agents_wrote_their_cni_config(twin)  # nothing fences the nodes here: the agents run on ng-1
+    changes = cilium.arm_cni_uninstall(dag_client, CHART)
+    config = next(c for c in changes if (c.kind, c.name) == ("ConfigMap", "cilium-config"))
+    assert config.action == "patch" and config.after["data.cni-uninstall"] == "true", config
+    assert changes[-1].action == "upgrade" and changes[-1].after["revision"] == 3
+    twin.wait_for(lambda: armed(dag_client).status == checks.DONE, 30, "agents restarted with cni-uninstall")
+    assert "run with cni-uninstall" in armed(dag_client).message
+    assert cilium.arm_cni_uninstall(dag_client, CHART) == [], "idempotent: already set"
+
+
 def test_uninstall_leaves_nothing_of_the_release(twin: Twin, dag_client: k8s.ApiClient) -> None:
     changes = cilium.uninstall(dag_client)
     assert {("Secret", "cilium-ca"), ("Role", "cilium-config-agent")} <= \
@@ -141,6 +173,23 @@ def test_uninstall_leaves_nothing_of_the_release(twin: Twin, dag_client: k8s.Api
     assert release_leftovers(twin) == []
     assert cilium.release_state(dag_client) is None
     assert cilium.uninstall(dag_client) == [], "idempotent: nothing left means no changes"
+    twin.wait_for(lambda: not cilium_cni_files(twin), 30, "no Cilium CNI configuration on any node")
+
+
+def test_without_cni_uninstall_the_config_stays_and_the_gate_says_so() -> None:
+    scenario = load_scenario("default")
+    scenario.cluster.name = "dc-cni-left"  # beside the module's twin, in the same process
+    with Twin(scenario, timing=FAST, rbac=CLUSTERROLE) as t:
+        api = client_for(t, t.rbac_token)
+        cilium.deploy(api, CHART, values())
+        agents_wrote_their_cni_config(t)
+        gate = armed(api)
+        assert gate.status == checks.FAILED and "05-cilium.conflist" in gate.message, gate.message
+        cilium.uninstall(api)
+        t.wait_for(lambda: not any(p["metadata"]["name"].startswith("cilium-") for p in t.store.iter_all(
+            BY_KEY["pods"])), 30, "Cilium's pods gone")
+        nodes = {n["metadata"]["name"] for n in t.store.iter_all(BY_KEY["nodes"])}
+        assert set(cilium_cni_files(t)) == nodes, "the agents stopped without removing their CNI config"
 
 
 def test_an_uninstall_that_is_refused_fails_naming_what_is_left(tmp_path: Path) -> None:

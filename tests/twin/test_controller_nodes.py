@@ -1,8 +1,8 @@
 """Kubelet, node lifecycle and cilium-operator controllers, driven through ``reconcile()`` on a Store.
 
 Covers: pods wait in ContainerCreating until a CNI agent is Ready on their node, then run with an IP
-from the node's range and the CNI annotation (Cilium wins over aws-cni; a wired pod keeps its CNI);
-host-network pods; the ``pod_start_s`` delay; pods of deleted nodes; nodes turning Ready only with a
+from the node's range and the CNI annotation (the CNI whose config file sorts first, 05-cilium before
+10-aws; a wired pod keeps its CNI); host-network pods; the ``pod_start_s`` delay; pods of deleted nodes; nodes turning Ready only with a
 Ready agent (after ``agent_ready_s``), the not-ready and unschedulable taints; the agent-never-ready
 fault by node and by node group; the operator removing ``node.cilium.io/agent-not-ready`` only while it
 runs, CiliumNode / CiliumEndpoint bookkeeping, and the unmanaged-pod watcher on and off.

@@ -4,11 +4,14 @@ Rules:
 - A pod bound to a node that does not exist is deleted (what pod GC does).
 - A host-network pod, and a CNI agent pod (aws-node, ``k8s-app=cilium``: host network in their real
   manifests), runs ``pod_start_s`` after the kubelet first sees it, with the node's IP.
-- Any other pod needs a CNI agent Running and Ready on its node; Cilium wins when both are (its CNI
-  config, 05-cilium, sorts first). Without one the pod stays Pending, its containers waiting in
-  ``ContainerCreating``. With one it runs ``pod_start_s`` later: ``podIP`` from the node's range
-  (node 192.168.A.B -> 10.A.B.x), annotation ``twin.cilium-migration.io/cni`` naming the CNI, all
-  conditions True, container statuses filled in.
+- Any other pod is wired by the CNI of the node's first CNI config file (``twin.controllers.cni_config``
+  keeps each node's ``/etc/cni/net.d``: 05-cilium -> Cilium, 10-aws -> aws-cni), and only once that
+  CNI's agent pod is Running and Ready on the node. Until then (no config file, or its agent not
+  Ready, e.g. a ``05-cilium.conflist`` left behind by an uninstalled Cilium) the pod stays Pending, its
+  containers waiting in ``ContainerCreating``. Once wired it runs ``pod_start_s`` later: ``podIP``
+  from the node's range (node 192.168.A.B -> 10.A.B.x), annotation ``twin.cilium-migration.io/cni``
+  naming the CNI, all conditions True, container statuses filled in.
+- Each pass first brings the config directories up to date (``CniConfigDirs.sync``), then starts pods.
 - A pod's network never changes after wiring: pods keep their CNI until they are replaced.
 - A CNI agent pod on a node in ``faults.agent_never_ready`` (by node or node-group name) runs but never
   turns Ready (its readiness probe fails); it turns Ready once the fault is lifted.
@@ -21,8 +24,6 @@ import time
 from typing import Any
 
 from twin.controllers.base import (
-    AWS_CNI,
-    CILIUM,
     CNI_ANNOTATION,
     NODEGROUP_LABEL,
     Controller,
@@ -34,7 +35,8 @@ from twin.controllers.base import (
     ready_agents,
     set_condition,
 )
-from twin.resources import NODES, PODS
+from twin.controllers.cni_config import CniConfigDirs
+from twin.resources import CONFIGMAPS, NODES, PODS
 from twin.store import Obj, now_iso
 
 
@@ -62,19 +64,22 @@ class Kubelet(Controller):
     """Starts bound pods once their node can wire them, and records the CNI that did."""
 
     name = "kubelet"
-    watches = (PODS, NODES)
+    watches = (PODS, NODES, CONFIGMAPS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._startable: dict[str, float] = {}  # pod uid -> monotonic time it could start
         self._cursor: dict[str, int] = {}  # node name -> last host number handed out
+        self.cni_dirs = CniConfigDirs()  # every node's /etc/cni/net.d
 
     def reconcile(self) -> None:
         nodes = {n["metadata"]["name"]: n for n in self.store.iter_all(NODES)}
+        pods = list(self.store.iter_all(PODS))
+        self.cni_dirs.sync(self.store, nodes, pods)
         now = time.monotonic()
         live: set[str] = set()
         agents: dict[str, dict[str, Obj]] = {}
-        for pod in self.store.iter_all(PODS):
+        for pod in pods:
             node_name = pod.get("spec", {}).get("nodeName")
             if not node_name or not pod_active(pod):
                 continue
@@ -93,9 +98,8 @@ class Kubelet(Controller):
             if not (pod["spec"].get("hostNetwork") or agent is not None):
                 if node_name not in agents:
                     agents[node_name] = ready_agents(self.store, node_name)
-                here = agents[node_name]
-                cni = CILIUM if CILIUM in here else AWS_CNI if AWS_CNI in here else None
-                if cni is None:
+                cni = self.cni_dirs.cni(node_name)
+                if cni is None or cni not in agents[node_name]:
                     self._startable.pop(uid, None)
                     self._mark_creating(pod, node)
                     continue
