@@ -147,19 +147,20 @@ def log_changes(changes: Iterable[Change], logger: Any = None) -> list[dict[str,
 
 def report(changes_by_task: Mapping[str, Iterable[Mapping[str, Any]]], *, outcome: str,
            run_id: str = "", task_states: Mapping[str, str] | None = None) -> str:
-    """The run's audit report in Markdown: outcome, then every change in task order."""
+    """The run's audit report in Markdown: outcome, then every change in task order, each with the try
+    of the task that made it."""
     lines = [f"# Cilium migration audit report {run_id}".rstrip(), "", f"**Outcome:** {outcome}", ""]
     if task_states:
         failed = sorted(t for t, s in task_states.items() if s in ("failed", "upstream_failed"))
         if failed:
             lines += ["**Failed tasks:** " + ", ".join(failed), ""]
     total = 0
-    lines += ["| task | action | target | before | after | dry run |", "|---|---|---|---|---|---|"]
+    lines += ["| task | try | action | target | before | after | dry run |", "|---|---|---|---|---|---|---|"]
     for task_id, changes in changes_by_task.items():
         for raw in changes or []:
             c = Change.from_dict(raw)
             total += 1
-            lines.append(f"| {task_id} | {c.action} | {c.target} | `{_compact(c.before)}` | "
+            lines.append(f"| {task_id} | {raw.get('try', '')} | {c.action} | {c.target} | `{_compact(c.before)}` | "
                          f"`{_compact(c.after)}` | {'yes' if c.dry_run else 'no'} |")
     lines += ["", f"{total} change(s)."]
     return "\n".join(lines)

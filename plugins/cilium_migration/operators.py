@@ -1,9 +1,11 @@
 """Operators: one runbook step each, idempotent (check before acting, patch, never recreate).
 
 ``MigrationOperator`` is the base: it validates the params into a ``MigrationSpec``, builds the clients
-lazily from the connections, runs ``step``, logs every ``Change`` with before/after and pushes them as
-XCom ``changes`` (the audit report collects them). ``PermanentError`` becomes ``AirflowFailException``
-(no retry: fix the input); anything else is left to the task's retries.
+lazily from the connections, checks the progress record (``progress``: a step behind the phase the
+migration has reached changes nothing and says why; otherwise its phase is recorded first), runs
+``step``, logs every ``Change`` with before/after, keeps them in the run's ledger (``ledger``, per try)
+and pushes them as XCom ``changes``. ``PermanentError`` becomes ``AirflowFailException`` (no retry: fix
+the input); anything else is left to the task's retries.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from cilium_migration import approvals, audit
+from cilium_migration import approvals, audit, ledger, progress
 from cilium_migration.audit import Change
 from cilium_migration.clients import Clients
 from cilium_migration.errors import PermanentError
@@ -42,6 +44,7 @@ class MigrationOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("aws_conn_id", "kubernetes_conn_id")
     logs_own_changes = False  # cilium.py logs each change itself: do not log it twice
+    follows_progress = True  # a forward step: recorded in, and held back by, the progress record
 
     def __init__(self, *, aws_conn_id: str = "{{ params.aws_conn_id }}",
                  kubernetes_conn_id: str = "{{ params.kubernetes_conn_id }}", **kwargs: Any) -> None:
@@ -59,16 +62,41 @@ class MigrationOperator(BaseOperator):
         spec = spec_from(context)
         self._region = spec.region
         try:
-            result = self.step(context, spec)
+            recorded, held, value = self._progress(context, spec)
+            if not held:
+                result = self.step(context, spec)
+                changes, value = result if isinstance(result, tuple) else (result, None)
+                recorded += changes or []
         except PermanentError as exc:
             raise AirflowFailException(str(exc)) from exc
-        changes, value = result if isinstance(result, tuple) else (result, None)
-        written = [c for c in changes or [] if c.action != "unchanged"]
-        records = [c.to_dict() for c in written] if self.logs_own_changes else audit.log_changes(written, self.log)
-        context["ti"].xcom_push(key=audit.XCOM_KEY, value=records)
-        if not written:
+        written = [c for c in recorded if c.action != "unchanged"]
+        own = [c for c in written if c.kind == "ConfigMap" and c.name == progress.NAME] if self.logs_own_changes \
+            else written  # cilium.py logged its own; the progress record is logged here
+        audit.log_changes(own, self.log)
+        ti = context["ti"]
+        records = [{**c.to_dict(), "try": ti.try_number} for c in written]
+        ledger.record(self.clients.core, spec.cilium_namespace, context["run_id"], self.task_id, ti.try_number,
+                      records, dry_run=spec.dry_run)
+        ti.xcom_push(key=audit.XCOM_KEY, value=records)
+        if not written and not held:
             self.log.info("nothing to change: already in the wanted state")
         return value
+
+    def _progress(self, context: Any, spec: MigrationSpec) -> tuple[list[Change], bool, Any]:
+        """(progress record changes, whether the step is held back, the value to return if it is)."""
+        phase = progress.phase_of(self.task_id)
+        if not self.follows_progress or phase not in progress.PHASES:
+            return [], False, None
+        current = progress.read(self.clients.core, spec.cilium_namespace)
+        if reason := current.why_not(phase, context["run_id"]):
+            self.log.info("nothing to do: %s", reason)
+            return [], True, self.held_value(current)
+        return progress.advance(self.clients.core, spec.cilium_namespace, current, phase, context["run_id"],
+                                dry_run=spec.dry_run), False, None
+
+    def held_value(self, current: progress.Progress) -> Any:
+        """What a step held back by the progress record returns (its XCom ``return_value``)."""
+        return None
 
     def step(self, context: Any, spec: MigrationSpec) -> list[Change] | tuple[list[Change], Any]:
         raise NotImplementedError
@@ -76,6 +104,8 @@ class MigrationOperator(BaseOperator):
 
 class PreflightCheckOperator(MigrationOperator):
     """Read-only checks that the cluster is the runbook's starting point (or an earlier run's, to resume)."""
+
+    follows_progress = False  # read-only, and a resumed run must still be checked
 
     def step(self, context: Any, spec: MigrationSpec) -> tuple[list[Change], Any]:
         from cilium_migration import preflight
@@ -87,7 +117,8 @@ class PreflightCheckOperator(MigrationOperator):
 
 
 class PreflightSnapshotOperator(MigrationOperator):
-    """The state the run will change, as XCom ``return_value`` (rollback restores it)."""
+    """The state the run will change, as XCom ``return_value`` (rollback restores it), kept in the progress
+    record: a re-run, or a run that resumes an earlier one, gives back the snapshot taken first."""
 
     def step(self, context: Any, spec: MigrationSpec) -> tuple[list[Change], Any]:
         from cilium_migration import preflight
@@ -95,7 +126,15 @@ class PreflightSnapshotOperator(MigrationOperator):
         snap = preflight.snapshot(self.clients, spec)
         self.log.info("snapshot: node groups %s, old nodes %s, resumed=%s", snap["nodegroups"],
                       snap["old_nodes"], snap["resumed"])
-        return [], snap
+        return progress.keep_snapshot(self.clients.core, spec.cilium_namespace, snap, dry_run=spec.dry_run), snap
+
+    def held_value(self, current: progress.Progress) -> Any:
+        if current.snapshot is None:
+            raise PermanentError(f"the progress record {progress.NAME} has no preflight snapshot: delete it if "
+                                 "no migration is under way, then clear this task")
+        self.log.info("the snapshot taken first, by run %s: node groups %s", current.run_id,
+                      current.snapshot.get("nodegroups"))
+        return current.snapshot
 
 
 class GoldpingerDeployOperator(MigrationOperator):
@@ -317,7 +356,10 @@ class RollbackStartOperator(MigrationOperator):
             raise AirflowSkipException(f"no snapshot from {SNAPSHOT_TASK_ID}: nothing was changed, "
                                        "nothing to roll back")
         self.log.info("rolling back to the preflight snapshot: %s", snap)
-        return [], {"snapshot_nodegroups": snap.get("nodegroups")}
+        current = progress.read(self.clients.core, spec.cilium_namespace)
+        recorded = progress.advance(self.clients.core, spec.cilium_namespace, current, progress.ROLLBACK,
+                                    context["run_id"], dry_run=spec.dry_run)
+        return recorded, {"snapshot_nodegroups": snap.get("nodegroups")}
 
 
 class MigrationApprovalOperator(HITLBranchOperator):
@@ -360,17 +402,26 @@ class MigrationApprovalOperator(HITLBranchOperator):
 
 
 class MigrationAuditReportOperator(BaseOperator):
-    """Collect every task's ``changes`` XCom into a Markdown report (XCom ``return_value``, task log).
+    """Collect every change of every try (the run's ledger, and XCom ``changes`` for what the ledger does
+    not hold: a dry run's) into a Markdown report (XCom ``return_value``, task log).
 
     Runs whatever happened (``trigger_rule=all_done``) and fails when a task failed, so a run rolled
     back after a failure is not shown as a success (a rollback a human chose is a success).
     """
 
+    template_fields: Sequence[str] = ("aws_conn_id", "kubernetes_conn_id")
+
+    def __init__(self, *, aws_conn_id: str = "{{ params.aws_conn_id }}",
+                 kubernetes_conn_id: str = "{{ params.kubernetes_conn_id }}", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.aws_conn_id = aws_conn_id
+        self.kubernetes_conn_id = kubernetes_conn_id
+
     def execute(self, context: Any) -> str:
         ti = context["ti"]
         dag = context["dag"]
         task_ids = [t for t in dag.task_ids if t != self.task_id]
-        changes = {t: ti.xcom_pull(task_ids=t, key=audit.XCOM_KEY) or [] for t in task_ids}
+        changes = self._changes(context, task_ids)
         states = self._task_states(context)
         outcome = outcome_of(states)
         text = audit.report(changes, outcome=outcome, run_id=context["run_id"], task_states=states)
@@ -381,6 +432,27 @@ class MigrationAuditReportOperator(BaseOperator):
             ti.xcom_push(key="return_value", value=text)
             raise AirflowFailException(f"migration {outcome}")
         return text
+
+    def _changes(self, context: Any, task_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """task id -> its change records of every try (ledger first, then XCom's of tries it lacks)."""
+        ti = context["ti"]
+        spec = spec_from(context)
+        try:
+            clients = Clients(aws_conn_id=self.aws_conn_id, kubernetes_conn_id=self.kubernetes_conn_id,
+                              region=spec.region)
+            kept = ledger.with_tries(ledger.read(clients.core, spec.cilium_namespace, context["run_id"], task_ids))
+        except Exception as exc:  # the report must still come out: say what it misses
+            self.log.warning("could not read the change ledger (%s): only the last try of each task is listed",
+                             str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            kept = {}
+        out: dict[str, list[dict[str, Any]]] = {}
+        for task in task_ids:
+            records = list(kept.get(task, []))
+            tries = {r.get("try") for r in records}
+            records += [r for r in ti.xcom_pull(task_ids=task, key=audit.XCOM_KEY) or [] if r.get("try") not in tries]
+            if records:
+                out[task] = records
+        return out
 
     def _task_states(self, context: Any) -> dict[str, str]:
         try:

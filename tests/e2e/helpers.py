@@ -11,6 +11,7 @@ Rules:
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -24,7 +25,7 @@ from cilium_migration.nodes import CORDONED_BY
 from localrun.approvals import pick
 from localrun.rest import AirflowRest, PendingApproval
 from twin.cluster import Twin
-from twin.resources import DAEMONSETS, NODES, PODS
+from twin.resources import DAEMONSETS, NODES, PODS, ResourceType
 from twin.store import Obj
 
 DAG_ID = "eks_cilium_migration"
@@ -316,6 +317,39 @@ def assert_restored(twin: Twin, before: dict[str, Any], affinity_before: object,
 
 
 # ---- whole-state snapshots ----------------------------------------------------------------------
+
+
+def without_heartbeats(obj: Obj) -> Obj:
+    """A node minus what its heartbeat rewrites (resourceVersion, each condition's lastHeartbeatTime)."""
+    node = copy.deepcopy(obj)
+    node["metadata"].pop("resourceVersion", None)
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        cond.pop("lastHeartbeatTime", None)
+    return node
+
+
+def record_commits(twin: Twin) -> list[str]:
+    """Every write the store commits from now on that is not a node heartbeat: event, object and what
+    changed."""
+    committed: list[str] = []
+
+    def on_commit(event: str, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
+        heartbeat = rt is NODES and old is not None and without_heartbeats(old) == without_heartbeats(obj)
+        if not heartbeat:
+            meta = obj["metadata"]
+            committed.append(f"{event} {rt.key} {meta.get('namespace', '')}/{meta['name']}: "
+                             f"{differences(old or {}, obj)}")
+
+    twin.store.add_listener(on_commit)
+    return committed
+
+
+def comparable(dump: dict[str, list[Obj]]) -> str:
+    """The store's dump as sorted JSON, nodes without their heartbeats."""
+    return json.dumps({key: [without_heartbeats(o) for o in objs] if key == NODES.key else objs
+                       for key, objs in dump.items()}, sort_keys=True)
+
+
 
 
 def is_goldpinger(obj: Obj) -> bool:

@@ -19,7 +19,6 @@ DAG only logs a dry-run scaling). The audit report marks every change as a dry r
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -32,16 +31,15 @@ from tests.e2e.helpers import (
     CUTOVER_GATE,
     DAG_ID,
     DECOMMISSION_GATE,
+    comparable,
     conf_for,
-    differences,
     drive,
     explain,
     node_groups,
+    record_commits,
 )
 from twin.api.messages import Request
 from twin.cluster import Twin
-from twin.resources import NODES, ResourceType
-from twin.store import Obj
 
 pytestmark = pytest.mark.e2e
 
@@ -72,35 +70,11 @@ def is_dry_run(req: Request) -> bool:
     return req.query.get("dryRun") == ["All"] or list(in_body) == ["All"]
 
 
-def without_heartbeats(obj: Obj) -> Obj:
-    """A node minus what its heartbeat rewrites (resourceVersion, each condition's lastHeartbeatTime)."""
-    node = copy.deepcopy(obj)
-    node["metadata"].pop("resourceVersion", None)
-    for cond in (node.get("status") or {}).get("conditions") or []:
-        cond.pop("lastHeartbeatTime", None)
-    return node
-
-
-def comparable(dump: dict[str, list[Obj]]) -> str:
-    """The store's dump as sorted JSON, nodes without their heartbeats."""
-    return json.dumps({key: [without_heartbeats(o) for o in objs] if key == NODES.key else objs
-                       for key, objs in dump.items()}, sort_keys=True)
-
-
 def test_a_dry_run_changes_nothing(cluster: Connected, airflow: AirflowRest) -> None:
     twin = cluster.twin
     before, groups_before = comparable(twin.store.dump()), node_groups(twin)
     writes = record_writes(twin)
-    committed: list[str] = []
-
-    def on_commit(event: str, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
-        heartbeat = rt is NODES and old is not None and without_heartbeats(old) == without_heartbeats(obj)
-        if not heartbeat:
-            meta = obj["metadata"]
-            committed.append(f"{event} {rt.key} {meta.get('namespace', '')}/{meta['name']}: "
-                             f"{differences(old or {}, obj)}")
-
-    twin.store.add_listener(on_commit)
+    committed = record_commits(twin)
 
     run = drive(airflow, conf_for(cluster, dry_run=True),
                 answers={CUTOVER_GATE: "proceed", DECOMMISSION_GATE: "proceed"})

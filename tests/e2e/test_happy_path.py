@@ -8,7 +8,8 @@ the migrated cluster must show, read from the twin over HTTP (official client, b
   wired by Cilium; aws-node is gone; ``ng-1`` is at 0 with no nodes left; every node is Ready;
 - goldpinger's full mesh is healthy; no PodDisruptionBudget was violated at any time during the run;
 - Cilium's unmanaged-pod watcher is on again (``unmanaged-pod-watcher-interval`` not "0");
-- re-running steps of the finished run (cleared over REST, nothing downstream) changes nothing;
+- re-running every forward step of the finished run (cleared over REST, nothing downstream) changes
+  nothing, and the audit report still lists every change of the first tries;
 - no file of the Airflow home (database, every component's log, every task log of this and the earlier
   runs of the session) holds private-key material, in clear or base64, or the twin's tokens.
 """
@@ -33,6 +34,7 @@ from tests.e2e.helpers import (
     Run,
     apps,
     clear_tasks,
+    comparable,
     conf_for,
     core,
     describe_pod,
@@ -43,6 +45,7 @@ from tests.e2e.helpers import (
     node_ready,
     nodes_of,
     pod_ready,
+    record_commits,
     workload_pods,
 )
 
@@ -120,39 +123,67 @@ def test_the_audit_report_lists_the_changes(run: Run, cluster: Connected, airflo
     report = airflow.xcom(DAG_ID, run.run_id, "audit_report")
     assert isinstance(report, str), report
     assert "**Outcome:** completed" in report, report
-    for row in ("| decommission.delete_aws_node | delete | DaemonSet kube-system/aws-node |",
-                f"| decommission.scale_old_nodegroups | scale | Nodegroup {OLD_GROUP} |",
-                f"| cilium_nodes.scale_new_nodegroup | scale | Nodegroup {NEW_GROUP} |",
-                "| cilium_nodes.install_cilium | install | HelmRelease kube-system/cilium |",
-                "| fence_old_cni.fence_aws_node | patch | DaemonSet kube-system/aws-node |"):
+    for row in ("| decommission.delete_aws_node | 1 | delete | DaemonSet kube-system/aws-node |",
+                f"| decommission.scale_old_nodegroups | 1 | scale | Nodegroup {OLD_GROUP} |",
+                f"| cilium_nodes.scale_new_nodegroup | 1 | scale | Nodegroup {NEW_GROUP} |",
+                "| cilium_nodes.install_cilium | 1 | install | HelmRelease kube-system/cilium |",
+                "| fence_old_cni.fence_aws_node | 1 | patch | DaemonSet kube-system/aws-node |"):
         assert row in report, f"missing {row!r} in\n{report}"
     old_nodes = {line.split("| Node ")[1].split(" ")[0] for line in report.splitlines()
-                 if line.startswith("| cutover.cordon_old_nodes | cordon | Node ")}
+                 if line.startswith("| cutover.cordon_old_nodes | 1 | cordon | Node ")}
     assert len(old_nodes) == 3, report
-    assert "| cutover.move_workloads | evict | Pod " in report, report
+    assert "| cutover.move_workloads | 1 | evict | Pod " in report, report
     assert airflow.task_log(DAG_ID, run.run_id, "audit_report").count("| evict | Pod ") >= 1
 
 
-# ---- idempotency: re-running finished steps --------------------------------------------------------
-
-RERUN = ("cilium_nodes.scale_new_nodegroup", "cutover.cordon_old_nodes", "decommission.delete_aws_node",
-         "decommission.scale_old_nodegroups", "decommission.enable_unmanaged_pod_watcher")
+# ---- re-runs never go backwards ------------------------------------------------------------------
 
 
-def test_rerunning_finished_steps_changes_nothing(run: Run, cluster: Connected, airflow: AirflowRest) -> None:
-    """Cleared over REST (nothing downstream), each step finds the cluster already as wanted: it succeeds,
-    records no change, and no object in the cluster is written (the store's resourceVersion holds)."""
+def forward_steps(airflow: AirflowRest) -> list[str]:
+    """Every task of the DAG that writes to the cluster or EKS on the way forward (rollback excluded)."""
+    from cilium_migration.operators import MigrationOperator, PreflightCheckOperator
+
+    writers = {cls.__name__ for cls in MigrationOperator.__subclasses__()} - {PreflightCheckOperator.__name__}
+    tasks = airflow.request("GET", f"/dags/{DAG_ID}/tasks")["tasks"]
+    return [t["task_id"] for t in tasks if t["operator_name"] in writers and not t["task_id"].startswith("rollback.")]
+
+
+def report_rows(report: object) -> list[str]:
+    return sorted(line for line in str(report).splitlines() if line.startswith("| ") and not line.startswith("| task |"))
+
+
+def test_rerunning_every_step_after_the_migration_changes_nothing(run: Run, cluster: Connected,
+                                                                  airflow: AirflowRest) -> None:
+    """Every forward step cleared over REST (nothing downstream), the audit report with them: steps of an
+    earlier phase leave the later state in place and say so (``install_cilium`` does not turn the
+    unmanaged-pod watcher off again), steps of the last phase find nothing to do. The store commits no
+    write but node heartbeats, every object is as before (heartbeat fields aside: the only ones the twin
+    changes by itself), the node groups too; and the report still lists every change of the first tries,
+    with their try number, although XCom now holds the second tries' empty lists."""
     twin = cluster.twin
-    rv_before, groups_before = twin.store.resource_version, node_groups(twin)
-    clear_tasks(airflow, run.run_id, RERUN)
-    state = airflow.follow(DAG_ID, run.run_id, decide=lambda a: None, timeout=180, poll=1.0)
+    steps = forward_steps(airflow)
+    assert len(steps) >= 14 and "cilium_nodes.install_cilium" in steps, steps
+    before, groups_before = comparable(twin.store.dump()), node_groups(twin)
+    rows_before = report_rows(airflow.xcom(DAG_ID, run.run_id, "audit_report"))
+    committed = record_commits(twin)
+
+    clear_tasks(airflow, run.run_id, [*steps, "audit_report"])
+    state = airflow.follow(DAG_ID, run.run_id, decide=lambda a: None, timeout=240, poll=1.0)
+
+    why = explain(airflow, run.run_id)
     tasks = airflow.task_states(DAG_ID, run.run_id)
-    assert state == "success", explain(airflow, run.run_id)
-    assert {t: tasks[t] for t in RERUN} == dict.fromkeys(RERUN, "success")
-    changes: dict[str, Any] = {t: airflow.xcom(DAG_ID, run.run_id, t, key="changes") for t in RERUN}
-    assert changes == dict.fromkeys(RERUN, []), changes
+    assert state == "success", why
+    assert {t: tasks[t] for t in steps} == dict.fromkeys(steps, "success"), why
+    assert committed == [], "re-run steps wrote to the cluster:\n" + "\n".join(committed)
+    assert comparable(twin.store.dump()) == before
     assert node_groups(twin) == groups_before
-    assert twin.store.resource_version == rv_before, "a re-run step wrote to the cluster"
+    changes: dict[str, Any] = {t: airflow.xcom(DAG_ID, run.run_id, t, key="changes") for t in steps}
+    assert changes == dict.fromkeys(steps, []), changes
+    log = airflow.task_log(DAG_ID, run.run_id, "cilium_nodes.install_cilium", try_number=2)
+    assert "phase decommission has already started" in log, log[-2000:]
+    rows_after = report_rows(airflow.xcom(DAG_ID, run.run_id, "audit_report"))
+    assert len(rows_before) > 30 and rows_after == rows_before
+    assert all(row.split(" | ")[1] == "1" for row in rows_after), "every change was made by a first try"
 
 
 KEY_MARKERS = {  # "PRIVATE KEY" in clear, and in base64 at each of its three alignments
