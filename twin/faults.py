@@ -110,6 +110,8 @@ class Faults:
     blocked_pdbs: list[str] = field(default_factory=list)  # "namespace/name": evictions always 429
     slow_provisioning_s: float = 0.0  # extra delay before new nodes register
     stuck_nodegroups: list[str] = field(default_factory=list)  # scaling never completes
+    controllers_down: list[str] = field(default_factory=list)  # controller names ("deployments"...) that skip
+    # their passes: a kube-controller-manager that is down or lagging; they catch up once lifted
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def api_fault_for(self, method: str, path: str) -> ApiFault | None:

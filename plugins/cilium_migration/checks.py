@@ -262,13 +262,19 @@ def workloads_drained(clients: Clients, *, nodegroups: list[str]) -> Verdict:
 @check
 def mesh_healthy(clients: Clients, *, namespace: str, tolerance_s: float = 30.0,
                  started_at: str | None = None, aws_nodegroups: list[str] | None = None) -> Verdict:
-    """goldpinger's full mesh: every instance answered, N x N fresh OK pings; verdict per CNI pair."""
+    """goldpinger's full mesh: every instance answered, N x N fresh OK pings; verdict per CNI pair. Judged
+    only once every goldpinger pod runs its workload's current template (after a restart, the pods from
+    before it do not count)."""
     start = datetime.fromisoformat(started_at) if started_at else datetime.now(UTC)
+    pods = goldpinger.pods(clients.core, namespace)
+    if stale := goldpinger.from_before_restart(clients.apps, namespace, pods):
+        return Verdict(WAITING, f"{len(stale)} goldpinger pod(s) from before the restart still running: "
+                                + ", ".join(stale[:10]), {"healthy": False, "stale": stale})
     try:
         answer = goldpinger.check_all(clients.core, namespace)
     except Exception as exc:  # the proxy answers 503 while no endpoint is ready
         return Verdict(WAITING, f"goldpinger /check_all not answering: {exc}".splitlines()[0])
-    verdict = mesh.evaluate(answer, goldpinger.pods(clients.core, namespace), nodes.list_nodes(clients.core),
+    verdict = mesh.evaluate(answer, pods, nodes.list_nodes(clients.core),
                             started_at=start, tolerance_s=tolerance_s, aws_nodegroups=aws_nodegroups or ())
     message = verdict.summary()
     if not verdict.healthy:

@@ -87,6 +87,28 @@ def restart(apps: Any, namespace: str, kind: str, token: str, *, dry_run: bool =
                    dry_run=dry_run)]
 
 
+def from_before_restart(apps: Any, namespace: str, pod_list: list[Obj]) -> list[str]:
+    """The live goldpinger pods whose ``restartedAt`` differs from their DaemonSet's or Deployment's
+    current template: after ``restart`` they still run, healthy, until the rollout replaces them, and a
+    mesh judged on them would pass on pods from before the restart."""
+    from cilium_migration.readiness import RESTARTED_AT, controller_of, name_of
+
+    wanted = {}
+    for kind, read in (("DaemonSet", apps.read_namespaced_daemon_set), ("ReplicaSet", apps.read_namespaced_deployment)):
+        obj = read_or_none(read, NAME, namespace) or {}
+        template = ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
+        wanted[kind] = (template.get("annotations") or {}).get(RESTARTED_AT)
+    stale = []
+    for pod in pod_list:
+        meta = pod.get("metadata") or {}
+        kind = (controller_of(pod) or {}).get("kind")
+        if meta.get("deletionTimestamp") or kind not in wanted:
+            continue
+        if (meta.get("annotations") or {}).get(RESTARTED_AT) != wanted[kind]:
+            stale.append(name_of(pod))
+    return sorted(stale)
+
+
 def pods(core: Any, namespace: str) -> list[Obj]:
     return items(core.list_namespaced_pod, namespace, label_selector=LABEL_SELECTOR)
 

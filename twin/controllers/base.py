@@ -85,6 +85,8 @@ class Controller:
                 self._deadline = at
 
     def reconcile_safely(self) -> None:
+        if self.name in self.faults.controllers_down:
+            return
         try:
             self.reconcile()
         except Exception:
