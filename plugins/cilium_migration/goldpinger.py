@@ -93,11 +93,11 @@ def from_before_restart(apps: Any, namespace: str, pod_list: list[Obj]) -> list[
     mesh judged on them would pass on pods from before the restart."""
     from cilium_migration.readiness import RESTARTED_AT, controller_of, name_of
 
-    wanted = {}
-    for kind, read in (("DaemonSet", apps.read_namespaced_daemon_set), ("ReplicaSet", apps.read_namespaced_deployment)):
+    wanted: dict[str, str | None] = {}  # pod owner kind -> restartedAt of its workload's template
+    for owner, read in (("DaemonSet", apps.read_namespaced_daemon_set), ("ReplicaSet", apps.read_namespaced_deployment)):
         obj = read_or_none(read, NAME, namespace) or {}
         template = ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
-        wanted[kind] = (template.get("annotations") or {}).get(RESTARTED_AT)
+        wanted[owner] = (template.get("annotations") or {}).get(RESTARTED_AT)
     stale = []
     for pod in pod_list:
         meta = pod.get("metadata") or {}
