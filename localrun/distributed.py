@@ -1,15 +1,19 @@
 """Airflow as separate processes with CeleryExecutor on PostgreSQL and Redis: the production shape, locally.
 
 Components: api-server, scheduler, dag-processor, triggerer and one Celery worker, each its own process
-(and process group) with its own log under the Airflow home.
+(and process group) with its own log under the Airflow home. Any of them can be killed (SIGKILL to its
+process group: a crash, task runners included) and started again, as on a host that died.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from localrun.airflow import USERNAME, LocalAirflow
@@ -25,6 +29,7 @@ class DistributedAirflow(LocalAirflow):
 
     postgres: Postgres | None = None
     redis: Redis | None = None
+    components: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # "scheduler", "celery", ...
 
     def env(self) -> dict[str, str]:
         env = super().env()
@@ -57,8 +62,29 @@ class DistributedAirflow(LocalAirflow):
         subprocess.run([airflow, "db", "migrate"], env=self.env(), check=True, capture_output=True,
                        timeout=600)
         for args in COMPONENTS:
-            self.spawn(list(args), self.home / f"{'-'.join(args[:2])}.log")
+            self._spawn_component(args)
         self.wait_for_api(timeout)
+
+    def _spawn_component(self, args: tuple[str, ...]) -> None:
+        self.components[args[0]] = self.spawn(list(args), self.home / f"{'-'.join(args[:2])}.log")
+
+    def kill(self, names: Iterable[str]) -> None:
+        """SIGKILL these components' process groups (``scheduler``, ``triggerer``, ``celery``...) and reap
+        them: no shutdown, no cleanup, running task runners die with them."""
+        for name in names:
+            proc = self.components.pop(name)
+            try:
+                os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=30)
+            self.processes.remove(proc)
+
+    def restart(self, names: Iterable[str]) -> None:
+        """Start these components again, with the same arguments and logs."""
+        by_name = {args[0]: args for args in COMPONENTS}
+        for name in names:
+            self._spawn_component(by_name[name])
 
     def stop(self) -> None:
         super().stop()

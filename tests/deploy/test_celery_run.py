@@ -5,12 +5,17 @@ triggerer, a Celery worker; private PostgreSQL and Redis) and runs the DAG twice
 fresh twin (default scenario) whose Kubernetes API enforces ``deploy/rbac/clusterrole.yaml`` for the
 DAG's own token, with the DAG's own AWS access key and a distinctive secret key:
 
-- ``full``: both approvals answered "proceed": the whole migration;
+- ``full``: both approvals answered "proceed": the whole migration. At the first eviction of a workload
+  pod (``cutover.move_workloads`` running in the worker) the scheduler, the triggerer and the Celery
+  worker are killed with SIGKILL (their whole process groups, task runners included) and started again;
 - ``rollback``: cutover approved, decommission answered "roll back": the rollback from its furthest point.
 
 Covered:
 - run ``full`` succeeds with its tasks executed by the Celery worker, and leaves the cluster migrated
-  (aws-node gone, ng-1 at 0, every node a Ready Cilium node);
+  (aws-node gone, ng-1 at 0, every node a Ready Cilium node); after the kill, the scheduler finds the
+  move's task instance without a heartbeat, the task is retried and finishes the move: no workload pod
+  lost (every one Ready, every Deployment and StatefulSet at full strength), no PodDisruptionBudget
+  violated;
 - run ``rollback`` runs every rollback step and leaves the cluster as before (ng-1 back, ng-cilium at 0,
   Cilium gone, aws-node unfenced, nothing cordoned);
 - least privilege, Kubernetes: every request the DAG's identity made in both runs was allowed by the
@@ -30,6 +35,8 @@ import json
 import re
 import shutil
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,8 +62,16 @@ from twin.rbac import (
     permission_matches,
 )
 
-# the runs take about 3 minutes, all in the module fixture: the first test's timeout must cover them
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+# the runs take about 4 minutes, all in the module fixture: the first test's timeout must cover them
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+# The restarted scheduler adopts the dead scheduler's task instances at its next orphan check (once the
+# dead one's heartbeat is older than the health threshold), then fails the one without a heartbeat and
+# retries it after its backoff: about a minute here, about 10 min with Airflow's defaults (300 s each).
+FAST_FAILOVER = {"AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+                 "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
+                 "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "10"}
+KILLED = ("scheduler", "triggerer", "celery")
 
 CLUSTERROLE = ROOT / "deploy" / "rbac" / "clusterrole.yaml"
 IAM_POLICY = ROOT / "deploy" / "iam-policy.json"
@@ -97,6 +112,9 @@ class MigrationRun:
     after: ClusterState
     user: str = ""
     xcoms: dict[str, str] = field(default_factory=dict)  # "task_id/key" -> value as served (JSON text)
+    killed: list[str] = field(default_factory=list)  # what was killed and restarted mid-run, and when
+    lost: list[str] = field(default_factory=list)  # workload pods not Ready, workloads below strength
+    violations: list[Any] = field(default_factory=list)  # PodDisruptionBudget violations the twin saw
 
 
 @dataclass
@@ -154,8 +172,62 @@ def connect(rest: AirflowRest, twin: Any) -> tuple[str, str]:
     return aws_id, kube_id
 
 
-def run_migration(rest: AirflowRest, name: str, answers: dict[str, str]) -> MigrationRun:
-    """A fresh twin, one DAG run answered with ``answers`` (gate -> option prefix), the evidence captured."""
+def is_moved_workload_pod(rt: Any, obj: dict[str, Any], old: dict[str, Any] | None) -> bool:
+    """A Deployment's or StatefulSet's pod (not goldpinger's, not Cilium's) that just started terminating."""
+    from twin.resources import PODS
+
+    meta = obj["metadata"]
+    labels = meta.get("labels") or {}
+    owner = (meta.get("ownerReferences") or [{}])[0].get("kind")
+    return (rt is PODS and bool(meta.get("deletionTimestamp")) and not (old or {}).get("metadata", {}).get(
+        "deletionTimestamp") and owner in ("ReplicaSet", "StatefulSet")
+        and labels.get("app.kubernetes.io/name") != "goldpinger" and labels.get("app.kubernetes.io/part-of") != "cilium")
+
+
+def kill_and_restart_at_first_eviction(twin: Any, airflow: DistributedAirflow, killed: list[str]) -> None:
+    """SIGKILL the scheduler, the triggerer and the worker when the first workload pod is evicted, and
+    start them again 3 s later (in a thread: the store calls its listeners under its lock)."""
+    fired = threading.Event()
+
+    def crash() -> None:
+        airflow.kill(KILLED)
+        killed.append(f"killed {', '.join(KILLED)} at {time.strftime('%H:%M:%S')}")
+        time.sleep(3)
+        airflow.restart(KILLED)
+        killed.append(f"restarted at {time.strftime('%H:%M:%S')}")
+
+    def on_commit(event: str, rt: Any, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        if not fired.is_set() and is_moved_workload_pod(rt, obj, old):
+            fired.set()
+            threading.Thread(target=crash, name="kill-airflow", daemon=True).start()
+
+    twin.store.add_listener(on_commit)
+
+
+def lost_workloads(twin: Any) -> list[str]:
+    """Workload pods not Running and Ready, and Deployments/StatefulSets with fewer Ready replicas than
+    wanted, from the twin's store."""
+    from twin.resources import BY_KEY
+
+    lost = []
+    for pod in twin.store.iter_all(BY_KEY["pods"]):
+        owner = (pod["metadata"].get("ownerReferences") or [{}])[0].get("kind")
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in (pod.get("status") or {}).get("conditions") or [])
+        if owner in ("ReplicaSet", "StatefulSet") and not pod["metadata"].get("deletionTimestamp") and not ready:
+            lost.append(f"pod {pod['metadata']['namespace']}/{pod['metadata']['name']} not Ready")
+    for key in ("deployments.apps", "statefulsets.apps"):
+        for obj in twin.store.iter_all(BY_KEY[key]):
+            wanted, ready = obj["spec"].get("replicas", 1), (obj.get("status") or {}).get("readyReplicas", 0)
+            if ready < wanted:
+                lost.append(f"{key} {obj['metadata']['namespace']}/{obj['metadata']['name']}: {ready}/{wanted} Ready")
+    return lost
+
+
+def run_migration(rest: AirflowRest, name: str, answers: dict[str, str],
+                  airflow: DistributedAirflow | None = None) -> MigrationRun:
+    """A fresh twin, one DAG run answered with ``answers`` (gate -> option prefix), the evidence captured.
+    With ``airflow``, its scheduler, triggerer and worker are killed and restarted at the first eviction."""
     from twin.cluster import Twin
     from twin.config import Timing
     from twin.scenario import load_scenario
@@ -163,8 +235,11 @@ def run_migration(rest: AirflowRest, name: str, answers: dict[str, str]) -> Migr
     scenario = load_scenario("default")
     twin = Twin(scenario, timing=Timing().scaled(0.15), rbac=CLUSTERROLE)
     twin.start()
+    killed: list[str] = []
     try:
         before = cluster_state(twin)
+        if airflow is not None:
+            kill_and_restart_at_first_eviction(twin, airflow, killed)
         aws_id, kube_id = connect(rest, twin)
         kube_start, aws_start = len(twin.api.request_log), len(twin.eks.request_log)
         conf = {"cluster_name": scenario.cluster.name, "region": scenario.cluster.region,
@@ -175,14 +250,15 @@ def run_migration(rest: AirflowRest, name: str, answers: dict[str, str]) -> Migr
             gate = "cutover" if "cutover" in approval.task_id else "decommission"
             return pick(approval, wanted=answers[gate]).option
 
-        state = rest.follow(DAG_ID, run_id, decide=decide, timeout=300)
+        state = rest.follow(DAG_ID, run_id, decide=decide, timeout=480)
         user = twin.rbac.username if twin.rbac else ""
         kube = [r for r in twin.api.request_log[kube_start:] if r.user == user]
         aws = [r for r in twin.eks.request_log[aws_start:] if r.access_key == DAG_ACCESS_KEY]
         return MigrationRun(name, run_id, state, rest.task_states(DAG_ID, run_id), kube, aws,
                             {"twin admin token": twin.token, "twin RBAC token": twin.rbac_token,
                              "AWS secret key": DAG_SECRET_KEY},
-                            before, cluster_state(twin), user, xcoms(rest, run_id))
+                            before, cluster_state(twin), user, xcoms(rest, run_id), killed, lost_workloads(twin),
+                            list(twin.disruption.violations if twin.disruption else ["no disruption controller"]))
     finally:
         twin.stop()
 
@@ -204,14 +280,14 @@ def runs() -> Iterator[Runs]:
     # not under pytest's tmp_path: PostgreSQL runs as its own user and must reach its data directory
     home = Path(tempfile.mkdtemp(prefix="celery-airflow-"))
     home.chmod(0o755)
-    airflow = DistributedAirflow(home=home)
+    airflow = DistributedAirflow(home=home, extra_env=dict(FAST_FAILOVER))
     try:
         airflow.start()
         rest = AirflowRest(airflow.url, USERNAME, airflow.password)
         rest.login()
         rest.wait_for_dag(DAG_ID)
         by_name = {
-            "full": run_migration(rest, "full", {"cutover": "proceed", "decommission": "proceed"}),
+            "full": run_migration(rest, "full", {"cutover": "proceed", "decommission": "proceed"}, airflow),
             "rollback": run_migration(rest, "rollback", {"cutover": "proceed", "decommission": "roll"}),
         }
         yield Runs(airflow, rest, load_policy(CLUSTERROLE), by_name)
@@ -233,6 +309,16 @@ def test_full_migration_succeeds_on_celery_workers(runs: Runs) -> None:
                if not re.search(rf"Executing workload in Celery:.*task_id='{re.escape(t)}'.*{re.escape(run.run_id)}",
                                 worker_log)]
     assert not missing, f"tasks not seen in the Celery worker's log: {missing}"
+
+
+def test_killing_scheduler_triggerer_and_worker_mid_move_loses_nothing(runs: Runs) -> None:
+    run = runs["full"]
+    assert len(run.killed) == 2 and run.killed[0].startswith("killed scheduler, triggerer, celery"), run.killed
+    assert run.state == "success", f"run {run.run_id}: {run.tasks}"
+    tries = runs.rest.request("GET", f"/dags/{DAG_ID}/dagRuns/{run.run_id}/taskInstances/cutover.move_workloads/tries")
+    assert len(tries["task_instances"]) >= 2, "the killed try was followed by another"
+    assert run.lost == []
+    assert run.violations == []
 
 
 def test_full_migration_leaves_the_cluster_migrated(runs: Runs) -> None:

@@ -4,8 +4,9 @@
 ``approve_decommission.approve``; it ends ``success`` (outcome "held after cutover") with the cluster in
 the cutover state: every workload pod Ready on an ``ng-cilium`` node, every ``ng-1`` node cordoned and
 marked with ``cilium-migration.io/cordoned``, aws-node and the Cilium release still there. Run 2 (same
-twin, same params, a new trigger) resumes: preflight says so (its verified lines and the snapshot's
-``resumed``), the steps run 1 already did record no change, and "roll back" at the cutover gate restores
+twin, same params, a new trigger) resumes: preflight says so (its verified lines), the snapshot is run
+1's (kept in the progress record), the steps run 1 already did record no change (the record holds them
+back), and "roll back" at the cutover gate restores
 the state before run 1, as ``helpers.cluster_state`` normalizes it (the exclusions of test_rollback: the
 ``cni`` labels and goldpinger; Deployment pods, moved away and back, are placed by node group, not
 node): ``ng-1`` uncordoned without the annotation, workloads back on ``ng-1``, Cilium gone, ``ng-cilium``
@@ -129,7 +130,9 @@ def test_a_held_migration_resumes_and_rolls_back_to_the_start(cluster: Connected
     assert resumed.answered == [(CUTOVER_GATE, "roll back")], why
     verified = airflow.xcom(DAG_ID, resumed.run_id, "preflight.checks")
     assert any("resuming" in line for line in verified), verified
-    assert airflow.xcom(DAG_ID, resumed.run_id, "preflight.snapshot")["resumed"] is True
+    first = airflow.xcom(DAG_ID, held.run_id, "preflight.snapshot")
+    assert airflow.xcom(DAG_ID, resumed.run_id, "preflight.snapshot") == first, "the first run's snapshot is used"
+    assert first["resumed"] is False
     changes = {t: airflow.xcom(DAG_ID, resumed.run_id, t, key="changes") for t in ALREADY_DONE}
     assert changes == dict.fromkeys(ALREADY_DONE, []), changes
     assert_rejected_at_cutover(airflow, resumed)
