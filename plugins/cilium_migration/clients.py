@@ -107,6 +107,27 @@ def read_or_none(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise
 
 
+PAGE_SIZE = 500  # items per list request, as kubectl's --chunk-size
+
+
 def items(call: Callable[..., Any], *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-    """The ``items`` of a list call, as dicts."""
-    return list((read_json(call, *args, **kwargs) or {}).get("items") or [])
+    """Every item of a list call, as dicts, read in pages of ``PAGE_SIZE`` (``limit`` and ``continue``),
+    so that no answer grows with the cluster. A continue token the server no longer honours (410: the
+    list is too old) starts the list over, once."""
+    from cilium_migration.errors import api_status
+
+    out: list[dict[str, Any]] = []
+    token: str | None = None
+    restarted = False
+    while True:
+        try:
+            page = read_json(call, *args, limit=PAGE_SIZE, _continue=token, **kwargs) or {}
+        except Exception as exc:
+            if api_status(exc) != 410 or token is None or restarted:
+                raise
+            out, token, restarted = [], None, True
+            continue
+        out += page.get("items") or []
+        token = (page.get("metadata") or {}).get("continue") or None
+        if token is None:
+            return out

@@ -261,12 +261,15 @@ ROLLBACK_STEPS = ("rollback.start", "rollback.ensure_aws_node", "rollback.restor
                   "rollback.ensure_goldpinger", "rollback.mesh_healthy")
 def cilium_leftovers(twin: Twin) -> list[str]:
     """Objects of the Cilium release still in the cluster (by name, Helm labels, or release Secrets).
-    Events about its pods are not its objects (the API server expires them)."""
+    Events about its pods are not its objects (the API server expires them), nor are the DAG's own
+    records (``cilium-migration-*``, left by design)."""
     left = []
     for key, objs in twin.store.dump().items():
         if key.startswith("events"):
             continue
         for obj in objs:
+            if is_left_by_design(obj):
+                continue
             meta = obj["metadata"]
             labels = meta.get("labels") or {}
             annotations = meta.get("annotations") or {}
@@ -300,7 +303,8 @@ def assert_restored(twin: Twin, before: dict[str, Any], affinity_before: object,
     after = cluster_state(twin)
     if workloads_moved:
         before, after = with_workloads_by_group(before), with_workloads_by_group(after)
-    assert differences(before, after) == [], "the cluster differs from its state before the run"
+    diff = differences(before, after)
+    assert diff == [], "the cluster differs from its state before the run:\n" + "\n".join(diff)
     old = nodes_of(twin, OLD_GROUP)
     assert len(old) == 3
     assert [n.metadata.name for n in old if n.spec.unschedulable or not node_ready(n)
@@ -358,6 +362,13 @@ def is_goldpinger(obj: Obj) -> bool:
         GOLDPINGER_LABEL) == "goldpinger"
 
 
+def is_left_by_design(obj: Obj) -> bool:
+    """What a rollback leaves on purpose (README, "Rolling back"): goldpinger, and the DAG's own records
+    (its progress record and change ledgers, ``managed-by: cilium-migration``)."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return is_goldpinger(obj) or labels.get("app.kubernetes.io/managed-by") == "cilium-migration"
+
+
 # Kinds whose members are replaced as a matter of course (pods are compared by owner and node instead;
 # events and endpoints follow pods; controllerrevisions are a DaemonSet's template history).
 _CHURNING = frozenset({PODS.key, "events", "endpoints", "controllerrevisions.apps"})
@@ -366,8 +377,8 @@ _CHURNING = frozenset({PODS.key, "events", "endpoints", "controllerrevisions.app
 def cluster_state(twin: Twin, *, keep_cni_label: bool = False) -> dict[str, Any]:
     """The cluster as rollback must restore it, normalized (see test_rollback's docstring): nodes (labels
     without ``cni``, taints, cordon, readiness), DaemonSet, Deployment and StatefulSet specs, which objects
-    exist, where pods run, node groups' sizes, labels (without ``cni``) and taints. goldpinger's objects
-    are left out."""
+    exist, where pods run, node groups' sizes, labels (without ``cni``) and taints. What a rollback
+    leaves by design (``is_left_by_design``) is left out."""
     dump = twin.store.dump()
     nodes = {}
     for node in dump[NODES.key]:
@@ -384,7 +395,7 @@ def cluster_state(twin: Twin, *, keep_cni_label: bool = False) -> dict[str, Any]
                    for o in dump[key] if not is_goldpinger(o)}
              for key in (DAEMONSETS.key, "deployments.apps", "statefulsets.apps")}
     objects = sorted(f"{key} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}"
-                     for key, objs in dump.items() if key not in _CHURNING for o in objs if not is_goldpinger(o))
+                     for key, objs in dump.items() if key not in _CHURNING for o in objs if not is_left_by_design(o))
     pods = sorted(f"{p['metadata']['namespace']}/{_owner(p)} on {p['spec'].get('nodeName')} "
                   f"{(p.get('status') or {}).get('phase')}" for p in dump[PODS.key] if not is_goldpinger(p))
     groups = {name: {k: ng.get(k) for k in ("scalingConfig", "labels", "taints", "status")}

@@ -162,7 +162,7 @@ def test_rerunning_every_step_after_the_migration_changes_nothing(run: Run, clus
     with their try number, although XCom now holds the second tries' empty lists."""
     twin = cluster.twin
     steps = forward_steps(airflow)
-    assert len(steps) >= 14 and "cilium_nodes.install_cilium" in steps, steps
+    assert len(steps) >= 13 and "cilium_nodes.install_cilium" in steps, steps
     before, groups_before = comparable(twin.store.dump()), node_groups(twin)
     rows_before = report_rows(airflow.xcom(DAG_ID, run.run_id, "audit_report"))
     committed = record_commits(twin)

@@ -6,7 +6,8 @@ before the run was triggered, as ``helpers.cluster_state`` normalizes it: nodes 
 cordon, readiness), DaemonSet and Deployment specs (aws-node's affinity among them), which objects exist,
 which pods run where (by owner and node: DaemonSet pods are recreated by the fence's rollout), and the
 node groups' scaling configs, labels and taints. What the DAG documents it leaves is left out: the
-``cni=aws-cni`` node labels, and goldpinger, which the rollback keeps running (README, "Rolling back").
+``cni=aws-cni`` node labels, goldpinger, which the rollback keeps running, and the DAG's own records
+(progress record, change ledgers; README, "Rolling back").
 The run ends ``success``: the audit report fails a run only when a task failed. On top: ``ng-cilium``
 back at 0 with no nodes, no Cilium object or Helm release left, the mesh healthy, no PodDisruptionBudget
 violated.

@@ -4,6 +4,7 @@
 - ``api_server``: an ApiServer over it (bearer token ``TOKEN``), stopped after the test.
 - ``kube_client``: a ``kubernetes.client.ApiClient`` for it (plain HTTP); ``kubeconfig``: a kubeconfig
   file for kubectl, pointing at the HTTPS listener (Go clients send no token over plain HTTP).
+- ``twin``: a whole running twin of the default scenario with fast timing, one per test module.
 - ``objects``: helpers that put nodes, Ready pods, ReplicaSets, DaemonSets and PDBs straight into the store
   (the scheduler and kubelet controllers are not running in these tests).
 """
@@ -23,12 +24,23 @@ import yaml
 
 from twin import eks
 from twin.apiserver import ApiServer
+from twin.cluster import Twin
+from twin.config import FAST
 from twin.faults import Faults
 from twin.resources import DAEMONSETS, NAMESPACES, NODES, PDBS, PODS, REPLICASETS
+from twin.scenario import load_scenario
 from twin.store import Obj, Store, now_iso
 
 TOKEN = "twin-test-token"
 KUBECTL = "/usr/bin/kubectl"
+
+
+@pytest.fixture(scope="module")
+def twin() -> Iterator[Twin]:
+    t = Twin(load_scenario("default"), timing=FAST)
+    t.start()
+    yield t
+    t.stop()
 
 
 @pytest.fixture

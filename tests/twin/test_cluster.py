@@ -10,7 +10,6 @@ twins run one after another in one process.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,6 @@ from twin.config import FAST
 from twin.scenario import ClusterSpec, load_scenario
 
 CILIUM_TAINT = {"key": "node.cilium.io/agent-not-ready", "value": "true", "effect": "NoExecute"}
-
-
-@pytest.fixture(scope="module")
-def twin() -> Iterator[Twin]:
-    t = Twin(load_scenario("default"), timing=FAST)
-    t.start()
-    yield t
-    t.stop()
 
 
 def core(twin: Twin) -> kubernetes.client.CoreV1Api:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,6 @@ from twin.controllers.kubelet import Kubelet
 from twin.controllers.nodelifecycle import NodeLifecycle
 from twin.faults import Faults
 from twin.resources import CONFIGMAPS, DAEMONSETS, NODES, PODS
-from twin.scenario import load_scenario
 from twin.store import Obj, Store
 
 AWS, CILIUM = "10-aws.conflist", "05-cilium.conflist"
@@ -278,14 +277,6 @@ def test_the_chart_renders_cni_uninstall_only_when_set(uninstall: bool | None, d
     [config] = [o for o in cilium.render(CHART, values) if o["metadata"]["name"] == "cilium-config"]
     assert config["data"].get("cni-uninstall") == data
     assert config["data"]["cni-exclusive"] == "true"
-
-
-@pytest.fixture(scope="module")
-def twin() -> Iterator[Twin]:
-    t = Twin(load_scenario("default"), timing=FAST)
-    t.start()
-    yield t
-    t.stop()
 
 
 def admin_call(twin: Twin, path: str, method: str = "GET") -> tuple[int, object]:
