@@ -1,5 +1,8 @@
 """Integration fixtures: a running twin reached the way a task reaches a cluster, through the Airflow
-connections ``aws_default`` and ``kubernetes_default`` given as ``AIRFLOW_CONN_*`` environment variables."""
+connections ``aws_default`` and ``kubernetes_default`` given as ``AIRFLOW_CONN_*`` environment variables.
+
+``twin`` (one default-scenario twin per module, connected) and ``clients`` (the DAG's clients built from
+those connections) serve modules that need nothing more particular; a module may define its own."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from cilium_migration.clients import Clients
 from twin.cluster import Twin
 from twin.config import FAST
 from twin.scenario import load_scenario
@@ -32,3 +36,14 @@ def connected_twin(scenario: str = "default", *, aws_login: str | None = None,
     finally:
         mp.undo()
         t.stop()
+
+
+@pytest.fixture(scope="module")
+def twin() -> Iterator[Twin]:
+    with connected_twin() as t:
+        yield t
+
+
+@pytest.fixture(scope="module")
+def clients(twin: Twin) -> Clients:
+    return Clients(aws_conn_id="aws_default", kubernetes_conn_id="kubernetes_default", region="us-west-1")

@@ -32,11 +32,6 @@ def twin() -> Iterator[Twin]:
         yield t
 
 
-@pytest.fixture(scope="module")
-def clients(twin: Twin) -> Clients:
-    return Clients(aws_conn_id="aws_default", kubernetes_conn_id="kubernetes_default", region="us-west-1")
-
-
 def mesh(clients: Clients) -> checks.Verdict:
     return checks.run("mesh_healthy", clients, namespace=NS, tolerance_s=1.0)
 

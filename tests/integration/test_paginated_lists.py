@@ -4,26 +4,12 @@ no longer honours (410 Expired) starts the list over once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from cilium_migration import clients as clients_module
 from cilium_migration.clients import Clients, items
-from tests.integration.conftest import connected_twin
 from twin.cluster import Twin
 from twin.resources import BY_KEY
-
-
-@pytest.fixture(scope="module")
-def twin() -> Iterator[Twin]:
-    with connected_twin() as t:
-        yield t
-
-
-@pytest.fixture(scope="module")
-def clients(twin: Twin) -> Clients:
-    return Clients(aws_conn_id="aws_default", kubernetes_conn_id="kubernetes_default", region="us-west-1")
 
 
 def pod_lists(twin: Twin, since: int) -> int:

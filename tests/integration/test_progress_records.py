@@ -9,28 +9,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from cilium_migration import ledger, progress
 from cilium_migration.clients import Clients
-from tests.integration.conftest import connected_twin
 from twin.cluster import Twin
 from twin.resources import BY_KEY
 
 NS = "kube-system"
-
-
-@pytest.fixture(scope="module")
-def twin() -> Iterator[Twin]:
-    with connected_twin() as t:
-        yield t
-
-
-@pytest.fixture(scope="module")
-def clients(twin: Twin) -> Clients:
-    return Clients(aws_conn_id="aws_default", kubernetes_conn_id="kubernetes_default", region="us-west-1")
 
 
 def stored(twin: Twin, name: str) -> dict | None:
