@@ -99,7 +99,9 @@ def advance(core: Any, namespace: str, current: Progress, phase: str, run_id: st
 
 
 def keep_snapshot(core: Any, namespace: str, snapshot: dict[str, Any], *, dry_run: bool = False) -> list[Change]:
-    """Store the preflight snapshot in the record."""
-    owned_configmaps.merge_data(core, namespace, NAME, {"snapshot": json.dumps(snapshot, sort_keys=True)},
-                                dry_run=dry_run)
+    """Store the preflight snapshot in the record, unless it holds that one already (a retry)."""
+    text = json.dumps(snapshot, sort_keys=True)
+    if (owned_configmaps.read_data(core, namespace, NAME) or {}).get("snapshot") == text:
+        return []
+    owned_configmaps.merge_data(core, namespace, NAME, {"snapshot": text}, dry_run=dry_run)
     return [Change("record", "ConfigMap", NAME, namespace, None, {"snapshot": "preflight snapshot"}, dry_run)]

@@ -26,7 +26,10 @@ def test_the_record_is_created_then_only_moves_forward(twin: Twin, clients: Clie
     assert [(c.action, c.after) for c in first] == [("record", {"phase": "preflight", "run_id": "run-1"})]
     cm = stored(twin, progress.NAME)
     assert cm is not None and cm["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "cilium-migration"}
-    progress.keep_snapshot(clients.core, NS, {"nodegroups": {"ng-1": {"desiredSize": 3}}})
+    assert progress.keep_snapshot(clients.core, NS, {"nodegroups": {"ng-1": {"desiredSize": 3}}})
+    rv = twin.store.resource_version
+    assert progress.keep_snapshot(clients.core, NS, {"nodegroups": {"ng-1": {"desiredSize": 3}}}) == []
+    assert twin.store.resource_version == rv, "a retried snapshot writes nothing"
     progress.advance(clients.core, NS, progress.read(clients.core, NS), "cutover", "run-1")
     rv = twin.store.resource_version
     assert progress.advance(clients.core, NS, progress.read(clients.core, NS), "baseline", "run-1") == []
