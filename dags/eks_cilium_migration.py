@@ -61,8 +61,6 @@ from cilium_migration.sensors import (
     WorkloadsDrainedSensor,
 )
 
-DEFER = True  # long waits run in the triggerer (``airflow dags test`` runs triggers in-process)
-
 with DAG(
     dag_id="eks_cilium_migration",
     description="Migrate an EKS cluster from the AWS VPC CNI to Cilium, node pool by node pool",
@@ -93,13 +91,13 @@ with DAG(
     with TaskGroup("cilium_nodes"):
         scale_new = EksNodegroupScaleOperator(task_id="scale_new_nodegroup", role="new", size="target")
         new_nodegroup_active = EksNodegroupSizeSensor(task_id="new_nodegroup_active", role="new",
-                                                      size="target", deferrable=DEFER)
+                                                      size="target")
         new_nodes_registered = NodesRegisteredSensor(task_id="new_nodes_registered", role="new",
-                                                     size="target", deferrable=DEFER)
+                                                     size="target")
         aws_node_absent = AwsNodeAbsentSensor(task_id="aws_node_absent_on_new_nodes")
         install_cilium = CiliumInstallOperator(task_id="install_cilium")
-        new_nodes_ready = NodesReadySensor(task_id="new_nodes_ready", role="new", deferrable=DEFER)
-        cilium_rolled_out = CiliumRolloutSensor(task_id="cilium_rolled_out", deferrable=DEFER)
+        new_nodes_ready = NodesReadySensor(task_id="new_nodes_ready", role="new")
+        cilium_rolled_out = CiliumRolloutSensor(task_id="cilium_rolled_out")
         goldpinger_on_new = GoldpingerOnNodesSensor(task_id="goldpinger_on_new_nodes", role="new")
         both_cni_mesh = GoldpingerMeshSensor(task_id="mesh_healthy")
 
@@ -121,7 +119,7 @@ with DAG(
         restart_goldpinger_cutover = GoldpingerRestartOperator(task_id="restart_goldpinger")
         goldpinger_on_cilium = GoldpingerOnCiliumSensor(task_id="goldpinger_on_cilium_nodes")
         move_workloads = WorkloadMoveOperator(task_id="move_workloads", role="old")
-        old_nodes_drained = WorkloadsDrainedSensor(task_id="old_nodes_drained", role="old", deferrable=DEFER)
+        old_nodes_drained = WorkloadsDrainedSensor(task_id="old_nodes_drained", role="old")
         cutover_mesh = GoldpingerMeshSensor(task_id="mesh_healthy")
 
     with TaskGroup("approve_decommission"):
@@ -143,12 +141,11 @@ with DAG(
         delete_aws_node = AwsNodeDeleteOperator(task_id="delete_aws_node")
         scale_old_to_zero = EksNodegroupScaleOperator(task_id="scale_old_nodegroups", role="old", size="zero")
         old_nodegroups_at_zero = EksNodegroupSizeSensor(task_id="old_nodegroups_at_zero", role="old",
-                                                        size="zero", deferrable=DEFER)
-        old_nodes_gone = NodesRegisteredSensor(task_id="old_nodes_gone", role="old", size="zero",
-                                               deferrable=DEFER)
+                                                        size="zero")
+        old_nodes_gone = NodesRegisteredSensor(task_id="old_nodes_gone", role="old", size="zero")
         enable_watcher = CiliumInstallOperator(task_id="enable_unmanaged_pod_watcher",
                                                unmanaged_pod_restart=True)
-        all_nodes_ready = AllNodesReadySensor(task_id="all_nodes_ready", deferrable=DEFER)
+        all_nodes_ready = AllNodesReadySensor(task_id="all_nodes_ready")
         final_mesh = GoldpingerMeshSensor(task_id="final_mesh_healthy")
 
     with TaskGroup("rollback"):
@@ -156,18 +153,16 @@ with DAG(
         rollback_start = RollbackStartOperator(task_id="start", trigger_rule=TriggerRule.ONE_SUCCESS)
         ensure_aws_node = AwsNodeRestoreOperator(task_id="ensure_aws_node", fenced=True)
         restore_old = EksNodegroupScaleOperator(task_id="restore_old_nodegroups", role="old", size="snapshot")
-        old_nodes_ready = NodesReadySensor(task_id="old_nodes_ready", role="old", size="snapshot",
-                                           deferrable=DEFER)
+        old_nodes_ready = NodesReadySensor(task_id="old_nodes_ready", role="old", size="snapshot")
         uncordon_old = NodeCordonOperator(task_id="uncordon_old_nodes", role="old", cordon=False)
         cordon_new = NodeCordonOperator(task_id="cordon_new_nodes", role="new", cordon=True)
         move_back = WorkloadMoveOperator(task_id="move_workloads_back", role="new")
-        new_nodes_drained = WorkloadsDrainedSensor(task_id="new_nodes_drained", role="new", deferrable=DEFER)
+        new_nodes_drained = WorkloadsDrainedSensor(task_id="new_nodes_drained", role="new")
         arm_cni_uninstall = CiliumCniUninstallOperator(task_id="arm_cni_uninstall")
-        cni_uninstall_armed = CiliumCniUninstallSensor(task_id="cni_uninstall_armed", deferrable=DEFER)
+        cni_uninstall_armed = CiliumCniUninstallSensor(task_id="cni_uninstall_armed")
         uninstall_cilium = CiliumUninstallOperator(task_id="uninstall_cilium")
         restore_new = EksNodegroupScaleOperator(task_id="restore_new_nodegroup", role="new", size="snapshot")
-        new_nodes_gone = NodesRegisteredSensor(task_id="new_nodes_gone", role="new", size="snapshot",
-                                               deferrable=DEFER)
+        new_nodes_gone = NodesRegisteredSensor(task_id="new_nodes_gone", role="new", size="snapshot")
         restore_aws_node = AwsNodeRestoreOperator(task_id="restore_aws_node")  # the fence goes last
         ensure_goldpinger = GoldpingerDeployOperator(task_id="ensure_goldpinger")  # a failed baseline has none
         rollback_mesh = GoldpingerMeshSensor(task_id="mesh_healthy")
@@ -197,6 +192,10 @@ with DAG(
     chain([*forward, *cutover_steps, *decommission_steps], on_gate_failure)
     chain([on_gate_failure, cutover_rejected, decommission_rejected], rollback_start)
     chain(*rollback_steps)
+    # a phase whose first step is skipped is skipped whole in one scheduler loop, not a loop per step (a
+    # task skips as soon as any upstream is skipped): after a success the rollback costs one loop, not 16
+    for phase in (rollback_steps, [*cutover_steps, approve_decommission_gate], decommission_steps):
+        phase[0] >> phase[2:]
     # the audit report, whatever happened (never directly after a branch: it would be skipped)
     chain([*forward, *cutover_steps, *decommission_steps, cutover_rejected, hold, decommission_rejected,
            on_gate_failure, *rollback_steps], audit_report)

@@ -61,7 +61,8 @@ class ClusterStateSensor(BaseSensorOperator):
 
     :param aws_conn_id: Airflow connection for EKS (templated)
     :param kubernetes_conn_id: Airflow connection for the cluster (templated)
-    :param deferrable: wait in the triggerer instead of a worker slot
+    :param deferrable: wait in the triggerer, woken by watches, instead of a worker slot (the default);
+        False pokes every ``poll_interval`` in a worker slot
     """
 
     template_fields: Sequence[str] = ("aws_conn_id", "kubernetes_conn_id")
@@ -70,7 +71,7 @@ class ClusterStateSensor(BaseSensorOperator):
     xcom_key: str | None = None
 
     def __init__(self, *, aws_conn_id: str = "{{ params.aws_conn_id }}",
-                 kubernetes_conn_id: str = "{{ params.kubernetes_conn_id }}", deferrable: bool = False,
+                 kubernetes_conn_id: str = "{{ params.kubernetes_conn_id }}", deferrable: bool = True,
                  **kwargs: Any) -> None:
         kwargs.setdefault("poke_interval", 10)
         super().__init__(**kwargs)

@@ -1,8 +1,14 @@
-"""Triggers for the long waits: poll one named check from ``checks`` until it is done or failed.
+"""Triggers for the long waits: run one named check from ``checks`` until it is done or failed.
 
 ``run()`` has no side effects (it only reads the cluster) and yields a single ``TriggerEvent``:
 ``{"status": "success"|"failed"|"timeout"|"error", "message": ..., "data": ...}``. The check is the same sync
 function the sensor pokes with, run in a thread (``asyncio.to_thread``), through the same retrying clients.
+
+The check runs again as soon as a Kubernetes watch on what it reads (``watches.watched``) reports a change,
+through the cncf provider's async client, so a wait ends within a second of its condition turning true;
+while every watch is up, a slow poll (``watches.FALLBACK_POLL_S``) is only a safety net. Checks nothing can be
+watched for (EKS node groups, goldpinger's mesh) and watches the server refuses fall back to polling every
+``poll_interval``; a watch that breaks is resumed with backoff.
 
 A check that raises is retried inside the trigger, after exponential backoff with full jitter (base
 ``poll_interval``, at most a minute), as ``errors.classify`` says: a temporary error (429, 5xx, EKS
@@ -22,6 +28,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from cilium_migration.errors import Kind, classify
 from cilium_migration.retrying import full_jitter
+from cilium_migration.watches import Watching, watched
 
 MAX_ERROR_BACKOFF_S = 60.0
 
@@ -69,6 +76,12 @@ class ClusterCheckTrigger(BaseTrigger):
 
         clients = Clients(aws_conn_id=self.aws_conn_id, kubernetes_conn_id=self.kubernetes_conn_id,
                           region=self.region)
+        async with Watching(self.kubernetes_conn_id, watched(self.check, self.arguments), self.log) as changes:
+            async for event in self._checks(checks, clients, changes):
+                yield event
+                return
+
+    async def _checks(self, checks: Any, clients: Any, changes: Watching) -> AsyncIterator[TriggerEvent]:
         errors = failures = 0
         last = "not checked yet"
         while True:
@@ -77,6 +90,7 @@ class ClusterCheckTrigger(BaseTrigger):
                 yield TriggerEvent({"status": "timeout", "message": f"{self.check}: timed out; last: {last}",
                                     "data": {}})
                 return
+            changes.clear()  # a change from now on means: check again
             try:
                 verdict = await asyncio.to_thread(checks.run, self.check, clients, **self.arguments)
             except Exception as exc:
@@ -104,7 +118,10 @@ class ClusterCheckTrigger(BaseTrigger):
             if verdict.status == checks.FAILED:
                 yield TriggerEvent({"status": "failed", "message": verdict.message, "data": verdict.data})
                 return
-            await asyncio.sleep(self.poll_interval)
+            await changes.wait(self._within_end_time(changes.interval(self.poll_interval)))
+
+    def _within_end_time(self, delay: float) -> float:
+        return delay if self.end_time is None else min(delay, max(0.0, self.end_time - time.time()))
 
     def _backoff(self, failures: int) -> float:
         """Seconds before the next try after ``failures`` failed checks in a row; never past ``end_time``."""
