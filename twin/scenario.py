@@ -4,7 +4,10 @@ Schema (see ``twin/scenarios/default.yaml``):
 - ``cluster``: ``name``, ``region``, ``version`` (Kubernetes, e.g. "1.30").
 - ``nodegroups``: ``name``, ``instanceType``, ``desired``/``min``/``max``, ``labels``, ``taints``
   (``key``, ``value``, ``effect`` in EKS form ``NO_SCHEDULE`` or Kubernetes form ``NoSchedule``).
-- ``objects``: raw Kubernetes manifests, created in order (namespaces they name are created first).
+- ``objects``: raw Kubernetes manifests, created in order (namespaces they name are created first). A
+  ``Node`` is a node outside managed node groups (self-managed, Karpenter, Fargate): name, labels and
+  taints are its own; the twin gives it an address (192.168.200.x on), capacity and a kubelet, and it turns
+  Ready as a group's node does, once a CNI agent runs on it.
 - ``faults``: a ``twin.faults.Faults`` dict; ``timing``: ``twin.config.Timing`` fields to override.
 - ``addons``: EKS managed add-ons, ACTIVE from the start: ``name``, ``version``, ``configurationValues``
   (a JSON/YAML string or a mapping). A managed ``vpc-cni`` owns ``aws-node`` (``twin.addons``); without
@@ -193,12 +196,16 @@ def apply_objects(store: Store, scenario: Scenario) -> None:
     for ns in BUILTIN_NAMESPACES:
         if ns not in declared:
             _ensure_namespace(store, ns)
+    unmanaged = 0
     for obj in scenario.objects:
         rt = for_kind(obj["apiVersion"], obj["kind"])
         ns = obj["metadata"].get("namespace")
         if rt.namespaced and ns:
             _ensure_namespace(store, ns)
         obj = copy.deepcopy(obj)
+        if obj["kind"] == "Node" and not obj.get("status"):
+            obj = unmanaged_node(obj, index=unmanaged, cluster=scenario.cluster)
+            unmanaged += 1
         try:
             defaults.validate_name(rt, obj)
             defaults.prepare_for_create(rt, obj)
@@ -207,6 +214,25 @@ def apply_objects(store: Store, scenario: Scenario) -> None:
             raise ValueError(
                 f"scenario object {obj['kind']} {obj['metadata']['name']}: {err.message}"
             ) from err
+
+
+def unmanaged_node(obj: dict[str, Any], *, index: int, cluster: ClusterSpec) -> dict[str, Any]:
+    """A scenario's Node (name, labels, taints) as a freshly registered node outside any managed group."""
+    from twin.controllers.nodegroups import NODEGROUP_LABEL, node_object
+    from twin.eks import NodeGroupState
+
+    labels = dict(obj["metadata"].get("labels") or {})
+    instance_type = labels.get("node.kubernetes.io/instance-type", "m5.large")
+    ip = f"192.168.{200 + index // 250}.{4 + index % 250}"
+    zone = labels.get("topology.kubernetes.io/zone", f"{cluster.region}a")
+    node = node_object(name=obj["metadata"]["name"], ip=ip, zone=zone, region=cluster.region,
+                       group=NodeGroupState(name="", instance_type=instance_type, desired=0),
+                       kubernetes_version=cluster.version)
+    for key in (NODEGROUP_LABEL, "eks.amazonaws.com/capacityType", "eks.amazonaws.com/nodegroup-image"):
+        node["metadata"]["labels"].pop(key, None)
+    node["metadata"]["labels"].update(labels)
+    node["spec"] = {**node["spec"], **(obj.get("spec") or {})}
+    return node
 
 
 def _ensure_namespace(store: Store, name: str) -> None:
