@@ -15,6 +15,7 @@ import yaml
 from twin import capture
 from twin.cluster import Twin
 from twin.config import FAST
+from twin.rehearsal import RehearsalError, params_for
 from twin.scenario import ClusterSpec, Scenario, load_scenario
 from twin.scenarios.generate import generate_scenario
 
@@ -171,3 +172,18 @@ def test_an_env_file_without_the_connections_is_refused(tmp_path: Path) -> None:
     env.write_text("TWIN_REGION='us-west-1'\n")
     assert capture.main(["--env-file", str(env), "--out", str(tmp_path / "x.yaml")]) == 2
     assert not (tmp_path / "x.yaml").exists()
+
+
+def test_a_captured_scenario_gives_the_params_that_fit_it(captured: Path) -> None:
+    scenario = Scenario.model_validate(yaml.safe_load(captured.read_text()))
+    assert params_for(scenario) == {"cluster_name": "dc-migrate", "region": "us-west-1",
+                                    "old_nodegroups": ["ng-1"], "new_nodegroup": "ng-cilium",
+                                    "new_node_count": 3}
+
+
+def test_a_cluster_without_a_tainted_group_says_what_to_add() -> None:
+    base = load_scenario("default")
+    untainted = base.model_copy(update={"nodegroups": [g.model_copy(update={"taints": []})
+                                                        for g in base.nodegroups]})
+    with pytest.raises(RehearsalError, match="create it at size 0"):
+        params_for(untainted)
