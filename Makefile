@@ -38,7 +38,7 @@ twin: setup
 	$(PY) -m twin --kubeconfig run/kubeconfig --env-file run/twin.env
 
 bench: setup
-	$(PY) bench/twin_scale.py
+	PYTHONPATH=.:plugins $(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf run .pytest_cache .mypy_cache .ruff_cache

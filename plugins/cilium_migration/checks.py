@@ -28,6 +28,7 @@ from cilium_migration.readiness import (
     is_daemonset_pod,
     name_of,
     node_cni,
+    node_nodegroup,
     node_ready,
     node_summary,
     nodegroup_at_size,
@@ -162,8 +163,9 @@ def cilium_rolled_out(clients: Clients, *, namespace: str, nodegroups: list[str]
     daemonsets = items(clients.apps.list_namespaced_daemon_set, namespace, label_selector=CILIUM_SELECTOR)
     deployments = items(clients.apps.list_namespaced_deployment, namespace, label_selector=CILIUM_SELECTOR)
     pods = items(clients.core.list_namespaced_pod, namespace, label_selector=CILIUM_SELECTOR)
-    by_name = {name_of(n): n for n in nodes.list_nodes(clients.core)}
-    targets = [name_of(n) for n in nodes.nodegroup_nodes(clients.core, nodegroups)]
+    all_nodes = nodes.list_nodes(clients.core)
+    by_name = {name_of(n): n for n in all_nodes}
+    targets = [name_of(n) for n in all_nodes if node_nodegroup(n) in set(nodegroups)]
     fenced = sorted(f"{name_of(p)} on {pod_node(p)}" for p in pods
                     if pod_node(p) and node_cni(by_name.get(pod_node(p) or "")) == AWS_CNI)
     if fenced:
@@ -270,12 +272,16 @@ def mesh_healthy(clients: Clients, *, namespace: str, tolerance_s: float = 30.0,
     if stale := goldpinger.from_before_restart(clients.apps, namespace, pods):
         return Verdict(WAITING, f"{len(stale)} goldpinger pod(s) from before the restart still running: "
                                 + ", ".join(stale[:10]), {"healthy": False, "stale": stale})
+    all_nodes = nodes.list_nodes(clients.core)
     try:
-        answer = goldpinger.check_all(clients.core, namespace)
+        answers = goldpinger.check_all_responses(clients.core, namespace)
     except Exception as exc:  # the proxy answers 503 while no endpoint is ready
         return Verdict(WAITING, f"goldpinger /check_all not answering: {exc}".splitlines()[0])
-    verdict = mesh.evaluate(answer, pods, nodes.list_nodes(clients.core),
-                            started_at=start, tolerance_s=tolerance_s, aws_nodegroups=aws_nodegroups or ())
+    try:  # streamed and judged one instance at a time: the answer holds N x N results
+        verdict = mesh.evaluate_responses(answers, pods, all_nodes, started_at=start, tolerance_s=tolerance_s,
+                                          aws_nodegroups=aws_nodegroups or ())
+    except goldpinger.CheckAllError as exc:
+        return Verdict(WAITING, str(exc).splitlines()[0])
     message = verdict.summary()
     if not verdict.healthy:
         message += " | failing pairs: " + (", ".join(verdict.failing_pairs()) or "none") + " | " + "; ".join(

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cilium_migration.retrying import RetrySettings, botocore_config, install
+if TYPE_CHECKING:  # imported when a client is first built: the DAG file's parse does not need urllib3
+    from cilium_migration.retrying import RetrySettings
 
 
 class Clients:
@@ -25,9 +26,15 @@ class Clients:
         self.aws_conn_id = aws_conn_id
         self.kubernetes_conn_id = kubernetes_conn_id
         self.region = region
-        self.retry = retry or RetrySettings.from_env()
+        self._retry = retry
         self._api_client = api_client
         self._eks = eks
+
+    @cached_property
+    def retry(self) -> RetrySettings:
+        from cilium_migration.retrying import RetrySettings
+
+        return self._retry or RetrySettings.from_env()
 
     @cached_property
     def kube_hook(self) -> Any:
@@ -39,12 +46,16 @@ class Clients:
     def eks_hook(self) -> Any:
         from airflow.providers.amazon.aws.hooks.eks import EksHook
 
+        from cilium_migration.retrying import botocore_config
+
         plain = EksHook(aws_conn_id=self.aws_conn_id, region_name=self.region)
         config = botocore_config(self.retry, plain.conn_config.botocore_config)  # the extra's config_kwargs
         return EksHook(aws_conn_id=self.aws_conn_id, region_name=self.region, config=config)
 
     @cached_property
     def api_client(self) -> Any:
+        from cilium_migration.retrying import install
+
         if self._api_client is not None:
             return self._api_client
         return install(self.kube_hook.api_client, self.retry)
