@@ -1,11 +1,12 @@
 """``make bench``: every figure on one line with its goal and PASS or MISS.
 
     .venv/bin/python -m bench                     # all figures (a few minutes)
-    .venv/bin/python -m bench --only requests     # some: parse, requests, mesh, ratio (comma-separated)
+    .venv/bin/python -m bench --only requests     # some: parse, requests, mesh, capture, ratio (comma-separated)
 
 - ``parse``: the DAG file's parse time, median of 5 fresh interpreters (``bench.parse_time``).
 - ``requests``: API requests per check at 10, 100 and 1,000 nodes (``bench.requests_per_check``).
 - ``mesh``: mesh verdict time and peak memory at 200 and 1,000 goldpinger pods (``bench.mesh_verdict``).
+- ``capture``: ``twin.capture`` of a 1,000-node twin, time and requests (``bench.capture_scale``).
 - ``ratio``: run wall time against the twin's critical path, worker-slot seconds (``bench.run_ratio``,
   when present; it prints its own lines).
 
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ("parse", "requests", "mesh", "ratio")
+FIGURES = ("parse", "requests", "mesh", "capture", "ratio")
 
 
 def machine() -> str:
@@ -67,6 +68,13 @@ def mesh(pods: list[int]) -> bool:
     return ok
 
 
+def capture() -> bool:
+    from bench import capture_scale
+
+    progress("capture: building a 1,000-node twin ...")
+    return capture_scale.main([]) == 0
+
+
 def ratio() -> bool:
     """``bench.run_ratio.main`` when that module exists (it prints its own lines)."""
     if importlib.util.find_spec("bench.run_ratio") is None:
@@ -90,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.path.insert(0, path)
     print(machine(), flush=True)
     run = {"parse": parse, "requests": lambda: requests([int(s) for s in args.sizes.split(",")]),
-           "mesh": lambda: mesh([int(p) for p in args.pods.split(",")]), "ratio": ratio}
+           "mesh": lambda: mesh([int(p) for p in args.pods.split(",")]), "capture": capture, "ratio": ratio}
     results = [run[name]() for name in FIGURES if name in chosen]
     return 0 if all(results) else 1
 
