@@ -3,6 +3,8 @@
 It starts the twin and a local Airflow, triggers the DAG, answers each approval from its evidence
 (printing what it chose and why), prints task progress, and ends with the cluster's final state.
 With ``--keep`` nothing is answered: approve in the UI (Required Actions), and stop with Ctrl-C.
+``--timing realistic`` gives the twin EKS-like delays (``twin.config.PROFILES``); ``main(on_end=...)``
+hands the finished run (twin, REST client, run id) to a caller before anything stops (``bench.run_ratio``).
 """
 
 from __future__ import annotations
@@ -11,13 +13,18 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localrun.airflow import ROOT, USERNAME, LocalAirflow
 from localrun.approvals import pick
 from localrun.cluster_view import describe
 from localrun.rest import AirflowRest, PendingApproval
+
+if TYPE_CHECKING:
+    from twin.cluster import Twin
 
 CLUSTERROLE = ROOT / "deploy" / "rbac" / "clusterrole.yaml"
 
@@ -34,24 +41,41 @@ def parse_env_file(path: Path) -> dict[str, str]:
     return env
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass
+class FinishedRun:
+    """What ``main(on_end=...)`` is handed once the run has ended, while Airflow and the twin still run."""
+
+    twin: Twin
+    rest: AirflowRest
+    dag_id: str
+    run_id: str
+    state: str
+
+
+def main(argv: list[str] | None = None, *, on_end: Callable[[FinishedRun], None] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m localrun.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keep", action="store_true", help="approve in the UI yourself; keep everything up")
     ap.add_argument("--reject", choices=["cutover", "decommission"], help="answer 'roll back' at this gate")
     ap.add_argument("--dry-run", action="store_true", help="trigger with dry_run=true")
     ap.add_argument("--timing-scale", type=float, default=0.3, help="twin delays multiplier (default 0.3)")
+    ap.add_argument("--timing", choices=["default", "fast", "realistic"],
+                    help="a twin timing profile (twin.config.PROFILES), instead of --timing-scale")
     ap.add_argument("--conf", default="{}", help="extra DAG params as JSON")
+    ap.add_argument("--run-dir", type=Path, default=ROOT / "run",
+                    help="kubeconfig, env file and Airflow home go here (default run/)")
     args = ap.parse_args(argv)
 
     from twin.cluster import Twin
-    from twin.config import Timing
+    from twin.config import PROFILES, Timing
     from twin.scenario import load_scenario
 
-    run_dir = ROOT / "run"
-    run_dir.mkdir(exist_ok=True)
+    run_dir = args.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
     scenario = load_scenario("default")
-    twin = Twin(scenario, timing=Timing().scaled(args.timing_scale), rbac=CLUSTERROLE)
+    timing = PROFILES[args.timing] if args.timing else Timing().scaled(args.timing_scale)
+    boot = timing.node_provision_s + timing.pod_start_s + timing.agent_ready_s
+    twin = Twin(scenario, timing=timing, rbac=CLUSTERROLE, settle_timeout=max(60.0, 60.0 + 2 * boot))
     print("== Starting the cluster twin (EKS API + Kubernetes API) ...", flush=True)
     twin.start()
     twin.write_kubeconfig(run_dir / "kubeconfig")  # the admin's, for you to look around with kubectl
@@ -102,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 
         state = rest.follow(DAG_ID, run_id, decide=decide, on_progress=progress, timeout=3600)
         print(f"== Run {run_id} ended: {state}", flush=True)
+        if on_end is not None:
+            on_end(FinishedRun(twin, rest, DAG_ID, run_id, state))
         print(describe(core, eks, cluster), flush=True)
         print(f"== See the run in the UI: {airflow.url}/dags/{DAG_ID}/runs/{run_id} "
               f"(user {USERNAME} / {airflow.password}); logs under {airflow.home}", flush=True)

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from twin.config import Timing
+from twin.config import PROFILES
 from twin.scenario import Scenario, load_scenario
 
 
@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Kubernetes API over HTTPS, what the kubeconfig names (default 0: a free one)",
     )
     ap.add_argument("--eks-port", type=int, default=0, help="EKS API (moto) port (default 0: a free one)")
+    ap.add_argument(
+        "--timing",
+        choices=sorted(PROFILES),
+        default="default",
+        help="the controllers' delays: default, fast (the end-to-end tests'), realistic (as on EKS: node boot "
+        "75 s, pod start 6 s; see twin.config.Timing.realistic); the scenario's timing overrides it",
+    )
     ap.add_argument("--timing-scale", type=float, default=1.0, help="multiply every controller delay by F")
     ap.add_argument("--nodes", type=int, default=1000, help="nodes of the generated 'large' scenario")
     ap.add_argument("--pods", type=int, default=20000, help="pods of the generated 'large' scenario")
@@ -104,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"twin: {problem}", file=sys.stderr)
         return 2
-    timing = scenario.make_timing(Timing()).scaled(args.timing_scale)
+    timing = scenario.make_timing(PROFILES[args.timing]).scaled(args.timing_scale)
     twin = Twin(
         scenario,
         timing=timing,

@@ -421,6 +421,9 @@ class AddonManager:
         if now or self.delay_s <= 0:
             self._finish(cluster, name, update_id)
             return
+        if self.store is not None:  # the wait EKS imposes on an add-on change (twin.delays)
+            self.store.delays.record("addon-update", f"add-on {name}", started=time.monotonic(),
+                                     duration_s=self.delay_s, waiting_on=f"EKS applying add-on {name} on {cluster}")
         timer = threading.Timer(self.delay_s, self._finish, args=(cluster, name, update_id))
         timer.daemon = True
         self._timers = [t for t in self._timers if t.is_alive()] + [timer]

@@ -9,6 +9,10 @@
 - ``GET /_twin/state``: every stored object by resource key.
 - ``GET /_twin/cni``: every node's CNI config directory (``/etc/cni/net.d``): node name -> sorted file
   names, ``.cilium_bak`` backups included.
+- ``GET /_twin/delays``: the delays the controllers imposed (``twin.delays``), ``?since=`` and ``?until=``
+  (epoch seconds) keep those overlapping that window.
+- ``GET /_twin/critical-path``: their union over time in the window ``?since=&until=`` (epoch seconds):
+  ``total_s`` and the merged segments, each with the delays it came from (400 on a bad number).
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
+from twin.delays import DelayLog
 from twin.faults import Faults
 from twin.store import Store
 
 Response = tuple[int, str, bytes]
 JSON = "application/json"
-ROUTES = ("faults", "disruptions", "requests", "state", "cni")
+ROUTES = ("faults", "disruptions", "requests", "state", "cni", "delays", "critical-path")
 
 
 class AdminApi:
@@ -39,6 +44,7 @@ class AdminApi:
         cni_configs: Callable[[], dict[str, list[str]]] = dict,
     ) -> None:
         self.store, self.faults = store, faults
+        self.delays: DelayLog = store.delays
         self._request_log, self._disruptions = request_log, disruptions
         self._cni_configs = cni_configs
 
@@ -60,6 +66,14 @@ class AdminApi:
             )
         if route == "cni" and method == "GET":
             return _json(200, self._cni_configs())
+        if route in ("delays", "critical-path") and method == "GET":
+            try:
+                start, end = (_epoch(query, key) for key in ("since", "until"))
+            except ValueError as err:
+                return _json(400, {"error": str(err)})
+            if route == "delays":
+                return _json(200, {"items": [d.to_dict() for d in self.delays.items(since=start, until=end)]})
+            return _json(200, self.delays.critical_path(since=start, until=end).to_dict())
         if route in ROUTES:
             return _json(405, {"error": f"{method} not allowed on /_twin/{route}"})
         return _json(404, {"error": f"no admin route /_twin/{route}", "routes": list(ROUTES)})
@@ -73,6 +87,16 @@ class AdminApi:
         except (ValueError, TypeError) as err:
             return _json(400, {"error": str(err)})
         return _json(200, self.faults.to_dict())
+
+
+def _epoch(query: dict[str, list[str]], key: str) -> float | None:
+    values = query.get(key) or [""]
+    if not values[0]:
+        return None
+    try:
+        return float(values[0])
+    except ValueError:
+        raise ValueError(f"{key} must be seconds since the epoch, got {values[0]!r}") from None
 
 
 def _plain(value: Any) -> Any:

@@ -41,6 +41,7 @@ from twin.controllers.disruption import DisruptionController
 from twin.controllers.kubelet import Kubelet
 from twin.controllers.nodegroups import NodeGroupController
 from twin.controllers.statefulsets import StatefulSetController
+from twin.delays import CriticalPath, Delay
 from twin.goldpinger import GoldpingerModel
 from twin.rbac import Policy, load_policy
 from twin.resources import DAEMONSETS, DEPLOYMENTS, NODES, PODS, STATEFULSETS
@@ -233,6 +234,15 @@ class Twin:
         return list(self.disruption.violations) if self.disruption is not None else []
 
     # ---- state ----------------------------------------------------------------------------------
+
+    def delays(self, *, since: float | None = None, until: float | None = None) -> list[Delay]:
+        """The delays the controllers imposed (``twin.delays``), those overlapping ``[since, until]``
+        (epoch seconds) when given, in the order they began."""
+        return self.store.delays.items(since=since, until=until)
+
+    def critical_path(self, *, since: float | None = None, until: float | None = None) -> CriticalPath:
+        """The union of the imposed delays in ``[since, until]`` (``twin.delays.critical_path``)."""
+        return self.store.delays.critical_path(since=since, until=until)
 
     def cni_configs(self) -> dict[str, list[str]]:
         """Every node's ``/etc/cni/net.d`` as of the kubelets' last pass: node name -> sorted file

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from twin.delays import DelayLog
 from twin.resources import BY_KEY, NAMESPACES, PODS, RESOURCE_TYPES, ResourceType
 
 Obj = dict[str, Any]
@@ -93,6 +94,7 @@ class Store:
         self._history: deque[WatchEvent] = deque(maxlen=HISTORY)
         self._watches: list[Watch] = []
         self._listeners: list[Listener] = []
+        self.delays = DelayLog()  # the waits the controllers impose (twin.delays)
 
     # ---- reads -----------------------------------------------------------------------------
 

@@ -219,7 +219,10 @@ class CiliumOperator(Controller):
                         n["spec"]["taints"] = kept
                     else:
                         n["spec"].pop("taints", None)
-                self.patch(NODES, None, name, untaint)
+                if self.patch(NODES, None, name, untaint) is not None:
+                    self.store.delays.record("taint-removal", f"node {name}", started=since,
+                                             duration_s=self.timing.taint_removal_s,
+                                             waiting_on=f"a Ready Cilium agent on node {name}")
 
             def network_up(n: Obj) -> None:
                 status = n.setdefault("status", {})

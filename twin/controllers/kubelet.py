@@ -12,6 +12,8 @@ Rules:
   from the node's range (node 192.168.A.B -> 10.A.B.x), annotation ``twin.cilium-migration.io/cni``
   naming the CNI, all conditions True, container statuses filled in.
 - Each pass first brings the config directories up to date (``CniConfigDirs.sync``), then starts pods.
+- Each start is recorded as a delay (``twin.delays``: ``agent-start`` or ``pod-start``, ``pod_start_s``
+  from the moment the pod could start).
 - A pod's network never changes after wiring: pods keep their CNI until they are replaced.
 - A CNI agent pod on a node in ``faults.agent_never_ready`` (by node or node-group name) runs but never
   turns Ready (its readiness probe fails); it turns Ready once the fault is lifted.
@@ -109,7 +111,12 @@ class Kubelet(Controller):
                 self._mark_creating(pod, node)
                 self.wake_in(wait)
                 continue
-            self._start(pod, node, cni, ready=agent is None or not self._blocked(node))
+            if self._start(pod, node, cni, ready=agent is None or not self._blocked(node)):
+                meta = pod["metadata"]
+                self.store.delays.record(
+                    "agent-start" if agent is not None else "pod-start", f"pod {meta['namespace']}/{meta['name']}",
+                    started=since, duration_s=self.timing.pod_start_s,
+                    waiting_on=f"node {node_name}" + (f" wired by {cni}" if cni else ""))
         for uid in set(self._startable) - live:
             del self._startable[uid]
 
@@ -140,7 +147,8 @@ class Kubelet(Controller):
 
         self.patch(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"], change, status=True)
 
-    def _start(self, pod: Obj, node: Obj, cni: str | None, *, ready: bool) -> None:
+    def _start(self, pod: Obj, node: Obj, cni: str | None, *, ready: bool) -> bool:
+        """Run the pod; False when it is gone."""
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         host_ip = node_ip(node)
         pod_ip = host_ip if cni is None else self._allocate(node)
@@ -148,7 +156,7 @@ class Kubelet(Controller):
             def annotate(p: Obj) -> None:
                 p["metadata"].setdefault("annotations", {})[CNI_ANNOTATION] = cni
             if self.patch(PODS, namespace, name, annotate) is None:
-                return
+                return False
 
         def change(p: Obj) -> None:
             status = p.setdefault("status", {})
@@ -179,7 +187,7 @@ class Kubelet(Controller):
                      "lastState": {}}
                     for c in p["spec"]["initContainers"]]
 
-        self.patch(PODS, namespace, name, change, status=True)
+        return self.patch(PODS, namespace, name, change, status=True) is not None
 
     def _set_readiness(self, p: Obj, ready: bool) -> None:
         status = p["status"]

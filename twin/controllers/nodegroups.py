@@ -10,6 +10,8 @@ Rules:
   ``node_drain_s`` the Node and whatever pods are left on it are deleted (what pod GC does).
 - Nodes of a group that no longer exists are drained as if its desired size were 0.
 - Groups named in ``faults.stuck_nodegroups`` never change while they are stuck.
+- Each registration is recorded as a delay (``twin.delays``: ``node-boot``, the provisioning delay it
+  waited out), each deletion as a ``node-drain``.
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ class NodeGroupController(Controller):
     ) -> None:
         super().__init__(store, timing, faults)
         self.region, self.cluster, self.kubernetes_version = region, cluster, kubernetes_version
-        self._launching: dict[str, list[float]] = {}  # group -> monotonic times its new nodes register
-        self._draining: dict[str, float] = {}  # node name -> monotonic time it is deleted
+        self._launching: dict[str, list[tuple[float, float]]] = {}  # group -> (register at, delay) per node
+        self._draining: dict[str, tuple[float, str]] = {}  # node name -> (monotonic deletion time, group)
         self._serial = 0
 
     def reconcile(self) -> None:
@@ -93,7 +95,7 @@ class NodeGroupController(Controller):
         missing = group.desired - len(live) - len(launching)
         if missing > 0:
             delay = self.timing.node_provision_s + self.faults.slow_provisioning_s
-            launching.extend([now + delay] * missing)
+            launching.extend([(now + delay, delay)] * missing)
             self.wake_in(delay)
         elif missing < 0:
             surplus = -missing
@@ -101,11 +103,13 @@ class NodeGroupController(Controller):
                 launching.pop()
                 surplus -= 1
             self._shrink(live, surplus, now)
-        due = [t for t in launching if t <= now]
+        due = [t for t in launching if t[0] <= now]
         if due:
-            self._launching[group.name] = [t for t in launching if t > now]
-            for _ in due:
-                self._register(group)
+            self._launching[group.name] = [t for t in launching if t[0] > now]
+            for at, delay in due:
+                name = self._register(group)
+                self.store.delays.record("node-boot", f"node {name}", started=at - delay, duration_s=delay,
+                                         waiting_on=f"node group {group.name} scaled to {group.desired}")
 
     def _shrink(self, live: list[Obj], count: int, now: float) -> None:
         """Drain the ``count`` newest nodes."""
@@ -118,7 +122,8 @@ class NodeGroupController(Controller):
             name = node["metadata"]["name"]
             if name in self._draining:
                 continue
-            self._draining[name] = now + self.timing.node_drain_s
+            group = (node["metadata"].get("labels") or {}).get(NODEGROUP_LABEL, "")
+            self._draining[name] = (now + self.timing.node_drain_s, group)
             self.wake_in(self.timing.node_drain_s)
             self.patch(NODES, None, name, _cordon)
             for pod in self.store.list(PODS, node_name=name)[0]:
@@ -126,9 +131,12 @@ class NodeGroupController(Controller):
                     self.delete(PODS, pod)
 
     def _finish_drains(self, now: float) -> None:
-        for name, deadline in list(self._draining.items()):
+        for name, (deadline, group) in list(self._draining.items()):
             if deadline > now:
                 continue
+            drain = self.timing.node_drain_s
+            self.store.delays.record("node-drain", f"node {name}", started=deadline - drain, duration_s=drain,
+                                     waiting_on=f"node group {group} scaled down")
             for pod in self.store.list(PODS, node_name=name)[0]:
                 self.delete(PODS, pod)
             node = self.store.get(NODES, None, name)
@@ -138,7 +146,8 @@ class NodeGroupController(Controller):
 
     # ---- registration ---------------------------------------------------------------------------
 
-    def _register(self, group: NodeGroupState) -> None:
+    def _register(self, group: NodeGroupState) -> str:
+        """Create the next Node of ``group``; its name."""
         while True:
             self._serial += 1
             n = self._serial - 1
@@ -158,6 +167,7 @@ class NodeGroupController(Controller):
                 kubernetes_version=self.kubernetes_version,
             ),
         )
+        return name
 
 
 def node_name(ip: str, region: str) -> str:

@@ -4,6 +4,7 @@ Rules:
 - A node is Ready once a CNI agent pod (aws-node or Cilium) has been Running and Ready on it for
   ``agent_ready_s``; otherwise NotReady with the kubelet's NetworkPluginNotReady message. (An agent
   blocked by ``faults.agent_never_ready`` never turns Ready, so neither does its node.)
+- Each wait for Ready is recorded as a delay (``twin.delays``: ``node-ready``, ``agent_ready_s``).
 - ``lastTransitionTime`` moves only when the status changes; ``lastHeartbeatTime`` on a change and at
   least every ``HEARTBEAT_S``.
 - Taints by condition: ``node.kubernetes.io/not-ready:NoSchedule`` while not Ready,
@@ -92,6 +93,7 @@ class NodeLifecycle(Controller):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._agent_since: dict[str, float] = {}  # node name -> monotonic time an agent was seen Ready
+        self._ready_recorded: set[str] = set()  # nodes whose wait for Ready is recorded (twin.delays)
 
     def reconcile(self) -> None:
         now = time.monotonic()
@@ -106,9 +108,16 @@ class NodeLifecycle(Controller):
                 ready = wait <= 0
                 if not ready:
                     self.wake_in(wait)
+                elif name not in self._ready_recorded:
+                    self._ready_recorded.add(name)
+                    self.store.delays.record("node-ready", f"node {name}", started=since,
+                                             duration_s=self.timing.agent_ready_s,
+                                             waiting_on=f"a Ready CNI agent on node {name}")
             else:
                 self._agent_since.pop(name, None)
+                self._ready_recorded.discard(name)
             self.patch(NODES, None, name, functools.partial(_ready_condition, ready=ready), status=True)
             self.patch(NODES, None, name, functools.partial(set_condition_taints, ready=ready))
         for name in set(self._agent_since) - seen:
             del self._agent_since[name]
+        self._ready_recorded &= seen
