@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup debian-packages lint typecheck test test-fast demo twin bench clean
+.PHONY: setup debian-packages lint typecheck test test-fast demo rehearse twin bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-deploy.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test-fast: setup
 
 demo: setup
 	$(PY) -m localrun.demo $(DEMO_ARGS)
+
+# the full migration against a twin of a scenario `python -m twin.capture` took from your cluster
+rehearse: setup
+	@test -n "$(SCENARIO)" || { echo "usage: make rehearse SCENARIO=captured.yaml" >&2; exit 2; }
+	$(PY) -m localrun.demo --scenario $(SCENARIO) $(DEMO_ARGS)
 
 twin: setup
 	$(PY) -m twin --kubeconfig run/kubeconfig --env-file run/twin.env

@@ -62,17 +62,26 @@ def main(argv: list[str] | None = None, *, on_end: Callable[[FinishedRun], None]
     ap.add_argument("--timing", choices=["default", "fast", "realistic"],
                     help="a twin timing profile (twin.config.PROFILES), instead of --timing-scale")
     ap.add_argument("--conf", default="{}", help="extra DAG params as JSON")
+    ap.add_argument("--scenario", default="default",
+                    help="a built-in scenario or a YAML file (e.g. one `python -m twin.capture` wrote: a "
+                         "rehearsal); the DAG's node-group params are filled from it")
     ap.add_argument("--run-dir", type=Path, default=ROOT / "run",
                     help="kubeconfig, env file and Airflow home go here (default run/)")
     args = ap.parse_args(argv)
 
     from twin.cluster import Twin
     from twin.config import PROFILES, Timing
+    from twin.rehearsal import RehearsalError, params_for
     from twin.scenario import load_scenario
 
     run_dir = args.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    scenario = load_scenario("default")
+    scenario = load_scenario(args.scenario)
+    try:
+        fitting = params_for(scenario)
+    except RehearsalError as err:
+        print(f"error: {args.scenario}: {err}", file=sys.stderr)
+        return 2
     timing = PROFILES[args.timing] if args.timing else Timing().scaled(args.timing_scale)
     boot = timing.node_provision_s + timing.pod_start_s + timing.agent_ready_s
     twin = Twin(scenario, timing=timing, rbac=CLUSTERROLE, settle_timeout=max(60.0, 60.0 + 2 * boot))
@@ -97,8 +106,7 @@ def main(argv: list[str] | None = None, *, on_end: Callable[[FinishedRun], None]
         rest = AirflowRest(airflow.url, USERNAME, airflow.password)
         rest.login()
         rest.wait_for_dag(DAG_ID)
-        conf: dict[str, Any] = {"cluster_name": cluster, "region": scenario.cluster.region,
-                                "dry_run": args.dry_run, **json.loads(args.conf)}
+        conf: dict[str, Any] = {**fitting, "dry_run": args.dry_run, **json.loads(args.conf)}
         run_id = rest.trigger(DAG_ID, conf)
         print(f"== Triggered {DAG_ID} run {run_id} with {json.dumps(conf)}", flush=True)
         t0 = time.monotonic()
