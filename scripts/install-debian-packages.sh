@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Debian packages the distributed (CeleryExecutor) test needs: PostgreSQL and Redis servers.
+# Debian packages the tests need: PostgreSQL and Redis servers (the distributed, CeleryExecutor test),
+# Chromium and its WebDriver (the browser test of the migration report).
 # Idempotent: installs only what is missing. Needs root (or sudo).
 set -euo pipefail
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "Debian packages present: postgresql, redis-server"
+  echo "Debian packages present: postgresql, redis-server, chromium, chromium-driver"
   exit 0
 fi
 SUDO=""

@@ -31,7 +31,7 @@ def evidence(*, title: str, mesh: Mapping[str, Any] | None, node_lines: Iterable
         lines.append(f"**{'HEALTHY' if mesh.get('healthy') else 'UNHEALTHY'}** - {mesh.get('summary', '')}")
         for pair, v in sorted((mesh.get("pairs") or {}).items()):
             lines.append(f"- {pair}: {'OK' if v.get('healthy') else 'FAILING'} ({v.get('ok', 0)} ok, "
-                         f"{len(v.get('failed') or [])} failed)")
+                         f"{v.get('failed_count', len(v.get('failed') or []))} failed)")
         for problem in (mesh.get("problems") or [])[:10]:
             lines.append(f"  - {problem}")
     else:

@@ -6,12 +6,19 @@ migration has reached changes nothing and says why; otherwise its phase is recor
 ``step``, logs every ``Change`` with before/after, keeps them in the run's ledger (``ledger``, per try)
 and pushes them as XCom ``changes``. ``PermanentError`` becomes ``AirflowFailException`` (no retry: fix
 the input); anything else is left to the task's retries.
+
+Maintenance windows (``windows``): a ``disruptive`` step (cordoning, moving workloads, deleting aws-node,
+scaling old groups to zero) starts only inside the run's window. Outside it, it defers to a
+``DateTimeTrigger`` at the next window's start (no worker slot), says so in its log and in its XCom
+``maintenance_window``, and checks again when woken. The workload move checks before each batch that
+the window has room for it. A dry run never waits: it logs what a real run would wait for.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -22,9 +29,11 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from cilium_migration import approvals, audit, ledger, progress
 from cilium_migration.audit import Change
 from cilium_migration.clients import Clients
-from cilium_migration.errors import PermanentError
+from cilium_migration.errors import PermanentError, TemporaryError
 from cilium_migration.sensors import SNAPSHOT_TASK_ID, groups_for, sizes_for, snapshot_from, spec_from
 from cilium_migration.spec import MigrationSpec
+
+WINDOW_XCOM_KEY = "maintenance_window"  # why a disruptive step waits, and until when (shown in the UI's XCom tab)
 
 __all__ = [
     "AwsNodeDeleteOperator", "AwsNodeFenceOperator", "AwsNodeRestoreOperator", "CiliumInstallOperator",
@@ -33,6 +42,38 @@ __all__ = [
     "NodeCordonOperator", "NodeLabelOperator", "PreflightCheckOperator", "PreflightSnapshotOperator",
     "RollbackStartOperator", "WorkloadMoveOperator",
 ]
+
+
+def defer_outside_window(task: BaseOperator, context: Any, spec: MigrationSpec, *, method_name: str,
+                         estimate_s: float | None = None, kwargs: dict[str, Any] | None = None,
+                         now: datetime | None = None) -> None:
+    """Return when ``task`` may act now: no window, inside it (with room for ``estimate_s`` seconds when
+    given), or a dry run (which only logs what a real run would wait for). Otherwise log why, show it in
+    XCom ``maintenance_window`` and defer to a ``DateTimeTrigger`` at the next window's start, to resume in
+    ``method_name`` (with ``kwargs``)."""
+    window = spec.window
+    if window is None:
+        return
+    now = now or datetime.now(UTC)
+    if window.fits(now, estimate_s):
+        task.log.info("inside the %s", window.describe(now))
+        return
+    start = window.next_start(now)
+    if window.is_open(now):
+        why = (f"the next batch (about {estimate_s:.0f}s, the longest batch so far) would not finish before the "
+               f"window closes at {window.local(window.closes_at(now) or now)}")
+    else:
+        why = "outside the maintenance window"
+    if spec.dry_run:
+        task.log.info("[dry run] %s (%s); a real run would wait for the next window at %s: going on", why,
+                      window.describe(now), window.local(start))
+        return
+    message = f"{why} ({window.describe(now)}); waiting for the next window at {window.local(start)}"
+    task.log.info("%s", message)
+    context["ti"].xcom_push(key=WINDOW_XCOM_KEY, value=message)
+    from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+    task.defer(trigger=DateTimeTrigger(moment=start), method_name=method_name, kwargs=kwargs)
 
 
 class MigrationOperator(BaseOperator):
@@ -45,6 +86,7 @@ class MigrationOperator(BaseOperator):
     template_fields: Sequence[str] = ("aws_conn_id", "kubernetes_conn_id")
     logs_own_changes = False  # cilium.py logs each change itself: do not log it twice
     follows_progress = True  # a forward step: recorded in, and held back by, the progress record
+    disruptive = False  # disrupts workloads: starts only inside the maintenance window
 
     def __init__(self, *, aws_conn_id: str = "{{ params.aws_conn_id }}",
                  kubernetes_conn_id: str = "{{ params.kubernetes_conn_id }}", **kwargs: Any) -> None:
@@ -52,6 +94,7 @@ class MigrationOperator(BaseOperator):
         self.aws_conn_id = aws_conn_id
         self.kubernetes_conn_id = kubernetes_conn_id
         self._region: str | None = None
+        self._pending: list[Change] = []  # changes of this try not yet kept (ledger, XCom)
 
     @cached_property
     def clients(self) -> Clients:
@@ -61,38 +104,61 @@ class MigrationOperator(BaseOperator):
     def execute(self, context: Any) -> Any:
         spec = spec_from(context)
         self._region = spec.region
+        self._pending = []
         try:
             recorded, held, value = self._progress(context, spec)
+            self._pending += recorded
             if not held:
                 result = self.step(context, spec)
                 changes, value = result if isinstance(result, tuple) else (result, None)
-                recorded += changes or []
+                self._pending += changes or []
         except PermanentError as exc:
             raise AirflowFailException(str(exc)) from exc
-        written = [c for c in recorded if c.action != "unchanged"]
+        self._keep(context, spec, held=held)
+        return value
+
+    def _keep(self, context: Any, spec: MigrationSpec, *, held: bool = False) -> None:
+        """Log the pending changes and keep them with this try's earlier ones (a step that deferred kept
+        what it did before each deferral; XCom is cleared only when a new try starts) in the ledger and
+        XCom ``changes``."""
+        written = [c for c in self._pending if c.action != "unchanged"]
+        self._pending = []
         own = [c for c in written if c.kind == "ConfigMap" and c.name == progress.NAME] if self.logs_own_changes \
             else written  # cilium.py logged its own; the progress record is logged here
         audit.log_changes(own, self.log)
         ti = context["ti"]
-        records = [{**c.to_dict(), "try": ti.try_number} for c in written]
-        ledger.record(self.clients.core, spec.cilium_namespace, context["run_id"], self.task_id, ti.try_number,
-                      records, dry_run=spec.dry_run)
+        earlier = [r for r in ti.xcom_pull(task_ids=self.task_id, key=audit.XCOM_KEY) or []
+                   if isinstance(r, dict) and r.get("try") == ti.try_number]
+        records = earlier + [{**c.to_dict(), "try": ti.try_number} for c in written]
+        ledger.record(self.clients.core, spec.cilium_namespace, context["run_id"], self.task_id,
+                      ti.try_number, records, dry_run=spec.dry_run)
         ti.xcom_push(key=audit.XCOM_KEY, value=records)
-        if not written and not held:
+        if not records and not held:
             self.log.info("nothing to change: already in the wanted state")
-        return value
 
     def _progress(self, context: Any, spec: MigrationSpec) -> tuple[list[Change], bool, Any]:
-        """(progress record changes, whether the step is held back, the value to return if it is)."""
+        """(progress record changes, whether the step is held back, the value to return if it is). A
+        disruptive step that may act waits for its maintenance window first (it may defer here)."""
         phase = progress.phase_of(self.task_id)
         if not self.follows_progress or phase not in progress.PHASES:
+            self._wait_for_window(context, spec)
             return [], False, None
         current = progress.read(self.clients.core, spec.cilium_namespace)
         if reason := current.why_not(phase, context["run_id"]):
             self.log.info("nothing to do: %s", reason)
             return [], True, self.held_value(current)
+        self._wait_for_window(context, spec)
         return progress.advance(self.clients.core, spec.cilium_namespace, current, phase, context["run_id"],
                                 dry_run=spec.dry_run), False, None
+
+    def _wait_for_window(self, context: Any, spec: MigrationSpec) -> None:
+        """For a disruptive step: defer until the window opens (see ``defer_outside_window``)."""
+        if self.disruptive:
+            defer_outside_window(self, context, spec, method_name="execute_in_window")
+
+    def execute_in_window(self, context: Any, event: Any = None) -> Any:
+        """Woken at a window's start: run the step from the beginning (the window is checked again)."""
+        return self.execute(context)
 
     def held_value(self, current: progress.Progress) -> Any:
         """What a step held back by the progress record returns (its XCom ``return_value``)."""
@@ -200,7 +266,9 @@ class AwsNodeFenceOperator(MigrationOperator):
 
 class AwsNodeDeleteOperator(MigrationOperator):
     """Delete aws-node (decommission): the ``vpc-cni`` add-on when vpc-cni is an EKS add-on (EKS deletes
-    aws-node with it), else the DaemonSet."""
+    aws-node with it), else the DaemonSet. Disruptive: inside the maintenance window only."""
+
+    disruptive = True
 
     def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
         from cilium_migration import addons, aws_node
@@ -244,6 +312,7 @@ class EksNodegroupScaleOperator(MigrationOperator):
     def __init__(self, *, role: str, size: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.role, self.size = role, size
+        self.disruptive = size == "zero"  # removing nodes: inside the maintenance window only
 
     def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
         from cilium_migration import nodegroups
@@ -307,11 +376,13 @@ class CiliumUninstallOperator(MigrationOperator):
 
 
 class NodeCordonOperator(MigrationOperator):
-    """Cordon (or with ``cordon=False`` uncordon) the nodes of ``role``'s node groups."""
+    """Cordon (or with ``cordon=False`` uncordon) the nodes of ``role``'s node groups. Cordoning is
+    disruptive (inside the maintenance window only); uncordoning is not."""
 
     def __init__(self, *, role: str, cordon: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.role, self.cordon = role, cordon
+        self.disruptive = cordon
 
     def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
         from cilium_migration import nodes
@@ -328,22 +399,134 @@ class WorkloadMoveOperator(MigrationOperator):
     """Evict workload pods off ``role``'s nodes in batches of ``eviction_batch_size``, PDB-respecting,
     each batch's replacements Ready before the next: on Cilium nodes when moving off the old groups
     (cutover), on aws-cni nodes when moving off the new group (rollback). The nodes must be cordoned
-    first."""
+    first.
 
-    def __init__(self, *, role: str = "old", **kwargs: Any) -> None:
+    One batch at a time: evict it, wait up to ``quick_wait_s`` in the worker for its replacements, then
+    in the triggerer (``BatchReplacedTrigger``, up to the ``eviction`` timeout). Before each batch the
+    pods still on the nodes are listed again (a retried or cleared task goes on from there) and the
+    maintenance window must have room for it, estimated as the longest batch so far; else the move
+    waits for the next window. A dry run evicts every batch with ``dryRun=All`` at once.
+    """
+
+    disruptive = True  # the window is checked before each batch (``_batches``), not once
+
+    def __init__(self, *, role: str = "old", quick_wait_s: float = 10.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.role = role
+        self.quick_wait_s = quick_wait_s
 
-    def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
-        from cilium_migration import nodes, workloads
+    def _wait_for_window(self, context: Any, spec: MigrationSpec) -> None:
+        return None  # per batch, with the batches' estimate
+
+    @property
+    def target_cni(self) -> str:
         from cilium_migration.readiness import AWS_CNI, CILIUM
 
-        names = [n["metadata"]["name"] for n in nodes.nodegroup_nodes(self.clients.core,
-                                                                       groups_for(spec, self.role))]
-        return workloads.move(self.clients.core, names, batch_size=spec.eviction_batch_size,
-                              batch_timeout=spec.timeouts.eviction, force=spec.force_evictions,
-                              dry_run=spec.dry_run, poll=min(spec.timeouts.poll_interval, 2.0), log=self.log,
-                              target_cni=CILIUM if self.role == "old" else AWS_CNI)
+        return CILIUM if self.role == "old" else AWS_CNI
+
+    def _node_names(self, spec: MigrationSpec) -> list[str]:
+        from cilium_migration import nodes
+
+        return [n["metadata"]["name"] for n in nodes.nodegroup_nodes(self.clients.core, groups_for(spec, self.role))]
+
+    def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
+        from cilium_migration import workloads
+
+        if spec.dry_run:
+            defer_outside_window(self, context, spec, method_name="execute_in_window")  # logs only
+            return workloads.move(self.clients.core, self._node_names(spec), batch_size=spec.eviction_batch_size,
+                                  batch_timeout=spec.timeouts.eviction, force=spec.force_evictions, dry_run=True,
+                                  log=self.log, target_cni=self.target_cni)
+        self._batches(context, spec, durations=[], number=0)
+        return []
+
+    def _batches(self, context: Any, spec: MigrationSpec, *, durations: list[float], number: int) -> None:
+        """Move batch after batch until no workload pod is left; defers (after keeping the changes so far)
+        whenever a batch's replacements take longer than ``quick_wait_s`` or the window has no room."""
+        from cilium_migration import workloads
+
+        core = self.clients.core
+        names = self._node_names(spec)
+        missing: set[str] = set()  # listed on the nodes, but gone when evicted
+        while pods := workloads.movable(core, names, force=spec.force_evictions):
+            estimate = max(durations) if durations else None
+            state = {"durations": durations, "number": number}
+            if spec.window is not None:
+                if self._pending:
+                    self._keep(context, spec)
+                defer_outside_window(self, context, spec, method_name="resume_batches", estimate_s=estimate,
+                                     kwargs=state)
+            chosen = pods[:spec.eviction_batch_size]
+            if {workloads.listed([p]) for p in chosen} <= missing:
+                raise TemporaryError(f"pods still listed on the nodes but gone when evicted: "
+                                     f"{workloads.listed(chosen)}")
+            number += 1
+            started = time.time()
+            deadline = time.monotonic() + spec.timeouts.eviction
+            self.log.info("batch %d: evicting %s (%d workload pod(s) left on the nodes)", number,
+                          workloads.listed(chosen), len(pods))
+            changes, batch = workloads.evict_batch(core, chosen, deadline=deadline, force=spec.force_evictions,
+                                                   log=self.log, target_cni=self.target_cni)
+            self._pending += changes
+            if batch is None:
+                missing |= {workloads.listed([p]) for p in chosen}
+                continue
+            quick_end = time.monotonic() + min(self.quick_wait_s, spec.timeouts.eviction)
+            while (waiting := workloads.waiting_for_replacements(core, batch)) and time.monotonic() < quick_end:
+                time.sleep(min(spec.timeouts.poll_interval, 1.0))
+            if waiting:
+                self._keep(context, spec)
+                self._defer_for_replacements(spec, batch, started, {**state, "number": number})
+            durations = [*durations, time.time() - started]
+            self.log.info("batch %d: %d pod(s) moved in %.0fs, replacements Ready on %s nodes", number,
+                          len(batch.evicted), durations[-1], self.target_cni)
+        self.log.info("no workload pod left on %s nodes (%d batch(es))", self.role, number)
+        self._keep(context, spec)
+
+    def _defer_for_replacements(self, spec: MigrationSpec, batch: Any, started: float, state: dict[str, Any]) -> None:
+        from cilium_migration.batch_trigger import BatchReplacedTrigger
+
+        self.log.info("batch %d: waiting in the triggerer (up to %.0fs) for the replacements", state["number"],
+                      spec.timeouts.eviction)
+        self.defer(trigger=BatchReplacedTrigger(batch=batch.to_dict(), aws_conn_id=self.aws_conn_id,
+                                                kubernetes_conn_id=self.kubernetes_conn_id, region=self._region,
+                                                poll_interval=min(spec.timeouts.poll_interval, 2.0),
+                                                end_time=started + spec.timeouts.eviction),
+                   method_name="batch_replaced", kwargs={**state, "started": started},
+                   timeout=timedelta(seconds=spec.timeouts.eviction + 60))
+
+    def batch_replaced(self, context: Any, event: dict[str, Any], durations: list[float], number: int,
+                       started: float) -> Any:
+        """Woken by ``BatchReplacedTrigger``: record the batch's duration, go on with the next."""
+        spec = self._resume(context)
+        status = event.get("status")
+        if status == "failed":
+            raise AirflowFailException(f"batch {number}: {event.get('message')}")
+        if status != "success":  # timeout or error: the task's retry lists the pods left and goes on
+            raise TemporaryError(f"batch {number}: no replacement Ready on a {self.target_cni} node in "
+                                 f"{spec.timeouts.eviction}s: {event.get('message')}")
+        durations = [*durations, time.time() - started]
+        self.log.info("batch %d: moved in %.0fs; %s", number, durations[-1], event.get("message"))
+        return self._go_on(context, spec, durations=durations, number=number)
+
+    def resume_batches(self, context: Any, event: Any = None, durations: list[float] | None = None,
+                       number: int = 0) -> Any:
+        """Woken at a window's start: go on with the next batch (the window is checked again)."""
+        spec = self._resume(context)
+        return self._go_on(context, spec, durations=list(durations or []), number=number)
+
+    def _resume(self, context: Any) -> MigrationSpec:
+        spec = spec_from(context)
+        self._region = spec.region
+        self._pending = []
+        return spec
+
+    def _go_on(self, context: Any, spec: MigrationSpec, *, durations: list[float], number: int) -> Any:
+        try:
+            self._batches(context, spec, durations=durations, number=number)
+        except PermanentError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        return None
 
 
 class RollbackStartOperator(MigrationOperator):
@@ -367,6 +550,10 @@ class MigrationApprovalOperator(HITLBranchOperator):
 
     ``options_mapping`` maps each option to the task it leads to. ``defaults`` (applied when the
     ``timeouts.approval`` param runs out) must never be "proceed".
+
+    With a maintenance window, the body shows it, and "proceed" outside it is recorded (the HITL answer
+    stays) but the branch waits: the task defers to the next window's start (no worker slot), then
+    follows "proceed". Other answers branch at once. A dry run never waits.
     """
 
     def __init__(self, *, evidence_title: str, mesh_task_id: str, changes: Sequence[str],
@@ -395,15 +582,46 @@ class MigrationApprovalOperator(HITLBranchOperator):
         except Exception as exc:  # evidence is best effort; the decision is the human's
             node_lines = [f"could not list nodes: {exc}".splitlines()[0]]
         extra = ["**Dry run**: nothing was changed; approving continues the dry run."] if spec.dry_run else []
+        if spec.window is not None:
+            extra.append(f"**Maintenance window**: {spec.window.describe(datetime.now(UTC))}. \"{approvals.PROCEED}\" "
+                         "outside the window is recorded, and the run waits for the window to start the next phase.")
         self.response_timeout = timedelta(seconds=spec.timeouts.approval)  # then ``defaults`` apply
         self.body = approvals.evidence(title=self.evidence_title, mesh=mesh, node_lines=node_lines,
                                        changes=self.changes, options=self.options, extra=extra)
         return super().execute(context)
 
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        """The human's answer: "proceed" outside the maintenance window waits for it (``proceed_in_window``)."""
+        if "error" not in event and approvals.PROCEED in (event.get("chosen_options") or []):
+            self._defer_until_window(context, event)
+        return super().execute_complete(context, event)
+
+    def proceed_in_window(self, context: Any, event: Any = None, answer: dict[str, Any] | None = None) -> Any:
+        """Woken at a window's start after "proceed": check again, then branch."""
+        recorded = dict(answer or {})
+        if isinstance(recorded.get("responded_at"), str):
+            recorded["responded_at"] = datetime.fromisoformat(recorded["responded_at"])
+        self._defer_until_window(context, recorded)
+        return super().execute_complete(context, recorded)
+
+    def _defer_until_window(self, context: Any, answer: dict[str, Any]) -> None:
+        spec = spec_from(context)
+        window = spec.window
+        if window is None or window.is_open(datetime.now(UTC)) or spec.dry_run:
+            defer_outside_window(self, context, spec, method_name="proceed_in_window")  # logs only
+            return
+        who = (answer.get("responded_by_user") or {}).get("name") if isinstance(answer.get("responded_by_user"),
+                                                                                 dict) else None
+        self.log.info("answer %r%s recorded; outside the maintenance window the run waits for the window",
+                      answer.get("chosen_options"), f" by {who}" if who else "")
+        kept = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in answer.items()}
+        defer_outside_window(self, context, spec, method_name="proceed_in_window", kwargs={"answer": kept})
+
 
 class MigrationAuditReportOperator(BaseOperator):
     """Collect every change of every try (the run's ledger, and XCom ``changes`` for what the ledger does
-    not hold: a dry run's) into a Markdown report (XCom ``return_value``, task log).
+    not hold: a dry run's) into a Markdown report (XCom ``return_value``, task log), and pushes what the
+    "Migration report" tab needs from the cluster as XCom ``report`` (``report.collect``).
 
     Runs whatever happened (``trigger_rule=all_done``) and fails when a task failed, so a run rolled
     back after a failure is not shown as a success (a rollback a human chose is a success).
@@ -428,6 +646,7 @@ class MigrationAuditReportOperator(BaseOperator):
         for line in text.splitlines():
             self.log.info("%s", line)
         ti.xcom_push(key="outcome", value=outcome)
+        ti.xcom_push(key="report", value=self._report(context, changes, outcome))
         if outcome.startswith("failed") or outcome.startswith("rolled back after failure"):
             ti.xcom_push(key="return_value", value=text)
             raise AirflowFailException(f"migration {outcome}")
@@ -453,6 +672,27 @@ class MigrationAuditReportOperator(BaseOperator):
             if records:
                 out[task] = records
         return out
+
+    def _report(self, context: Any, changes: dict[str, list[dict[str, Any]]], outcome: str) -> dict[str, Any]:
+        """XCom ``report``, for the "Migration report" tab: every change of every try (redacted where made),
+        the run's params, the progress record, the cluster after and goldpinger's mesh node by node."""
+        import json
+
+        from cilium_migration.report import collect
+
+        spec = spec_from(context)
+        data: dict[str, Any] = {"outcome": outcome, "changes": collect.change_rows(changes),
+                                "params": json.loads(json.dumps(dict(context["params"]), default=str))}
+        try:
+            clients = Clients(aws_conn_id=self.aws_conn_id, kubernetes_conn_id=self.kubernetes_conn_id,
+                              region=spec.region)
+            data["progress"] = collect.progress_summary(clients, spec.cilium_namespace)
+            data["cluster_after"] = collect.cluster_summary(clients, spec)
+            data["mesh_matrix"] = collect.read_mesh_matrix(clients, spec.goldpinger_namespace)
+        except Exception as exc:  # the report must still come out: say what it misses
+            self.log.warning("could not read the cluster for the report: %s", str(exc).splitlines()[0] if str(exc)
+                             else type(exc).__name__)
+        return data
 
     def _task_states(self, context: Any) -> dict[str, str]:
         try:

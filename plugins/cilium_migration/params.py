@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from cilium_migration.spec import AUTOSCALER_MODES, ENI_DIFFERENCES
+from cilium_migration.windows import MAX_MINUTES
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"
 REGION = r"^[a-z]{2}(-gov)?-[a-z]+-\d$"
@@ -68,6 +69,14 @@ def schemas() -> dict[str, dict[str, Any]]:
         "timeouts": {"default": {}, "type": "object",
                      "properties": {k: positive for k in TIMEOUT_KEYS}, "additionalProperties": False,
                      "description": "seconds per wait: " + ", ".join(TIMEOUT_KEYS)},
+        "window_cron": {"default": "", "type": "string",
+                        "description": "maintenance window: cron expression of its start, e.g. '0 2 * * SUN' "
+                                       "(empty: no window, disruptive steps run at any time)"},
+        "window_minutes": {"default": 120, "type": "integer", "minimum": 1, "maximum": MAX_MINUTES,
+                           "description": "maintenance window: its length in minutes"},
+        "window_timezone": {"default": "UTC", "type": "string", "minLength": 1,
+                            "description": "maintenance window: IANA time zone of window_cron, e.g. "
+                                           "'Europe/Paris'"},
         "dry_run": {"default": False, "type": "boolean",
                     "description": "server-side dry run of every write; EKS scaling only logged"},
         "aws_conn_id": {"default": "aws_default", "type": "string", "pattern": NAME,

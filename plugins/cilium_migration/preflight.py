@@ -9,6 +9,7 @@ the original cluster.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from cilium_migration import addons, aws_node, cluster_identity, nodegroups, nodes, prerequisites
@@ -81,6 +82,8 @@ def check(clients: Clients, spec: MigrationSpec) -> list[str]:
     problems: list[str] = []
     cluster = nodegroups.describe_cluster(clients.eks, spec.cluster_name)
     ok.append(f"cluster {spec.cluster_name} exists in {spec.region}")
+    if spec.window is not None:  # validated with the params (MigrationSpec): a bad one never gets here
+        ok.append(f"disruptive steps start only inside the {spec.window.describe(datetime.now(UTC))}")
     wrong = cluster_identity.mismatch(clients.api_client, cluster)
     if wrong:  # nothing else is worth checking on another cluster
         raise PermanentError(f"preflight failed:\n- {wrong}")

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from cilium_migration.errors import PermanentError
+from cilium_migration.windows import Window
+from cilium_migration.windows import from_params as window_from_params
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TWIN_CHART_PREFIX = "twin:"
@@ -82,6 +84,7 @@ class MigrationSpec:
     dry_run: bool = False
     aws_conn_id: str = "aws_default"
     kubernetes_conn_id: str = "kubernetes_default"
+    window: Window | None = None  # the maintenance window of the disruptive steps (None: any time)
 
     release: str = "cilium"
     cilium_namespace: str = "kube-system"
@@ -140,6 +143,9 @@ class MigrationSpec:
             dry_run=_bool("dry_run", get("dry_run", False)),
             aws_conn_id=_name("aws_conn_id", get("aws_conn_id", "aws_default")),
             kubernetes_conn_id=_name("kubernetes_conn_id", get("kubernetes_conn_id", "kubernetes_default")),
+            window=window_from_params({"window_cron": get("window_cron", ""),
+                                       "window_minutes": get("window_minutes", 120),
+                                       "window_timezone": get("window_timezone", "UTC")}),
         )
 
     @property

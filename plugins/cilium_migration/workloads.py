@@ -9,6 +9,10 @@ A batch is done when every evicted pod has its replacement: a pod of the same wo
 UID not seen before the eviction, Ready on a node of the target CNI (``readiness.is_replacement``); one
 replacement stands in for one evicted pod. A bare pod (forced) only has to be gone. Each wait pass
 reads the nodes once and the pods once per namespace of the batch, whatever the cluster's size.
+
+Two ways to drive it: ``move`` runs every batch in the caller (and sleeps while it waits); the cutover's
+operator evicts one batch at a time with ``next_batch``/``evict_batch`` and waits for its replacements
+in the triggerer (``batch_trigger``), the ``Batch`` carried as ``Batch.to_dict()``.
 """
 
 from __future__ import annotations
@@ -102,10 +106,30 @@ class Batch:
     def namespaces(self) -> list[str]:
         return sorted({_ns(p) for p in self.evicted})
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable (a trigger's argument): the pods cut down to what ``unreplaced`` reads."""
+        return {"evicted": [slim(p) for p in self.evicted], "seen_uids": sorted(self.seen_uids), "cni": self.cni}
 
-def uids_in(core: Any, namespaces: Iterable[str]) -> frozenset[str]:
-    """The UIDs of every pod in these namespaces now (one list per namespace)."""
-    return frozenset(uid_of(p) for ns in sorted(set(namespaces)) for p in items(core.list_namespaced_pod, ns))
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Batch:
+        return cls(tuple(data["evicted"]), frozenset(data["seen_uids"]), str(data.get("cni", CILIUM)))
+
+
+def slim(pod: Obj) -> Obj:
+    """A pod's name, namespace, UID, labels, owners and node: what identifies it and its workload."""
+    meta = pod.get("metadata") or {}
+    return {"metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels", "ownerReferences") if k in meta},
+            "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")}}
+
+
+def workload_uids(core: Any, pods: Iterable[Obj]) -> frozenset[str]:
+    """The UIDs of every pod now of the same workloads as ``pods`` (and of ``pods`` themselves): what a
+    replacement must not be. One list per namespace; only these pods can count as replacements, so the
+    set stays as small as the workloads."""
+    pods = list(pods)
+    keys = {key for p in pods if (key := workload_of(p)) is not None}
+    now = [p for ns in sorted({_ns(p) for p in pods}) for p in items(core.list_namespaced_pod, ns)]
+    return frozenset({uid_of(p) for p in now if workload_of(p) in keys} | {uid_of(p) for p in pods})
 
 
 def unreplaced(batch: Batch, pods: Iterable[Obj], nodes: Iterable[Obj]) -> list[Obj]:
@@ -141,38 +165,64 @@ def _listed(pods: Iterable[Obj]) -> str:
     return ", ".join(f"{_ns(p)}/{name_of(p)}" for p in pods)
 
 
-def move(core: Any, node_names: Iterable[str], *, batch_size: int, batch_timeout: float, force: bool = False,
-         dry_run: bool = False, poll: float = 1.0, sleep: Callable[[float], None] = time.sleep,
-         log: Any = None, target_cni: str = CILIUM) -> list[Change]:
-    """Evict workload pods off these nodes, ``batch_size`` at a time, each batch's replacements Ready on
-    ``target_cni`` nodes before the next. Callers cordon the nodes first. Re-running finds only the pods
-    still there."""
-    names = list(node_names)
-    pods = workloads_on_nodes(core, names)
+def movable(core: Any, node_names: Iterable[str], *, force: bool = False) -> list[Obj]:
+    """The workload pods still on these nodes (not already terminating), in order; ``PermanentError`` if
+    some have no controller and ``force`` is off (eviction would lose them)."""
+    pods = [p for p in workloads_on_nodes(core, node_names)
+            if not (p.get("metadata") or {}).get("deletionTimestamp")]
     bare = [p for p in pods if controller_of(p) is None]
     if bare and not force:
         raise PermanentError(f"pods without a controller would be lost by eviction: {_listed(bare)}; move "
                              "them by hand or set force_evictions")
+    return pods
+
+
+def evict_batch(core: Any, chosen: Iterable[Obj], *, deadline: float, force: bool = False, dry_run: bool = False,
+                sleep: Callable[[float], None] = time.sleep, log: Any = None,
+                target_cni: str = CILIUM) -> tuple[list[Change], Batch | None]:
+    """Evict these pods (``evict``: PDB-respecting until ``deadline``, then forced only with ``force``).
+    Returns the changes and the batch whose replacements to wait for (None: nothing to wait for, as in
+    a dry run or when every pod was already gone)."""
+    chosen = list(chosen)
+    seen = workload_uids(core, chosen) if not dry_run else frozenset()
+    changes, evicted = [], []
+    for pod in chosen:
+        change = evict(core, pod, deadline=deadline, force=force, dry_run=dry_run, sleep=sleep, log=log)
+        if change is not None:
+            changes.append(change)
+            evicted.append(pod)
+    if dry_run or not evicted:
+        return changes, None
+    return changes, Batch(tuple(evicted), seen | {uid_of(p) for p in evicted}, target_cni)
+
+
+def listed(pods: Iterable[Obj]) -> str:
+    """``namespace/name, ...`` for messages."""
+    return _listed(pods)
+
+
+def move(core: Any, node_names: Iterable[str], *, batch_size: int, batch_timeout: float, force: bool = False,
+         dry_run: bool = False, poll: float = 1.0, sleep: Callable[[float], None] = time.sleep,
+         log: Any = None, target_cni: str = CILIUM) -> list[Change]:
+    """Evict workload pods off these nodes, ``batch_size`` at a time, each batch's replacements Ready on
+    ``target_cni`` nodes before the next, all in the caller. Callers cordon the nodes first. Re-running
+    finds only the pods still there."""
+    pods = movable(core, node_names, force=force)
     changes: list[Change] = []
     for start in range(0, len(pods), batch_size):
         number, chosen = start // batch_size + 1, pods[start:start + batch_size]
         deadline = time.monotonic() + batch_timeout
-        seen = uids_in(core, {_ns(p) for p in chosen}) if not dry_run else frozenset()
-        evicted = []
-        for pod in chosen:
-            change = evict(core, pod, deadline=deadline, force=force, dry_run=dry_run, sleep=sleep, log=log)
-            if change is not None:
-                changes.append(change)
-                evicted.append(pod)
-        if dry_run or not evicted:
+        evicted, batch = evict_batch(core, chosen, deadline=deadline, force=force, dry_run=dry_run, sleep=sleep,
+                                     log=log, target_cni=target_cni)
+        changes += evicted
+        if batch is None:
             continue
-        batch = Batch(tuple(evicted), seen | {uid_of(p) for p in evicted}, target_cni)
         while waiting := waiting_for_replacements(core, batch):
             if time.monotonic() >= deadline:
                 raise TemporaryError(f"batch {number}: no replacement Ready on a {target_cni} node in "
                                      f"{batch_timeout}s for {_listed(waiting)}")
             sleep(poll)
         if log is not None:
-            log.info("batch %d: %d pod(s) moved, replacements Ready on %s nodes", number, len(evicted),
+            log.info("batch %d: %d pod(s) moved, replacements Ready on %s nodes", number, len(batch.evicted),
                      target_cni)
     return changes

@@ -1,5 +1,6 @@
 """DAG integrity: every DAG file parses without connections or network, and follows the team's rules
-(tags, owner, retries >= 2 on every task, static start, no schedule, phases as TaskGroups, rollback wiring).
+(tags, owner, retries >= 2 on every task, static start, no schedule unless configured, phases as
+TaskGroups, rollback wiring); the scheduled DAG starts the migration at its maintenance window.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_ID = "eks_cilium_migration"
+SCHEDULED_DAG_ID = "eks_cilium_migration_scheduled"
 PHASES = ["preflight", "baseline", "fence_old_cni", "cilium_nodes", "approve_cutover", "cutover",
           "approve_decommission", "decommission", "rollback"]
 
@@ -47,6 +49,8 @@ def test_the_migration_dag_is_there(dagbag: Any) -> None:
 
 
 def test_every_dag_has_tags_owner_static_start_and_no_schedule(dagbag: Any) -> None:
+    """No schedule: the scheduled DAG has one only when its window is configured (not here)."""
+    assert SCHEDULED_DAG_ID in dagbag.dag_ids
     for dag in dagbag.dags.values():
         assert dag.tags, dag.dag_id
         assert dag.default_args.get("owner") not in (None, "", "airflow"), dag.dag_id
@@ -111,11 +115,50 @@ def test_audit_report_runs_whatever_happened(dagbag: Any) -> None:
     assert len(report.upstream_task_ids) == len(dag.tasks) - 3  # all but itself and the two approvals
 
 
+def test_the_scheduled_dag_has_no_schedule_unless_configured_and_is_paused_at_creation(dagbag: Any) -> None:
+    dag = dagbag.dags[SCHEDULED_DAG_ID]
+    assert dag.schedule is None and dag.is_paused_upon_creation is True
+    (task,) = dag.tasks
+    assert task.trigger_dag_id == DAG_ID and task.conf == {}
+
+
+def test_the_scheduled_dag_triggers_the_migration_at_each_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import CronTriggerTimetable
+
+    monkeypatch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    monkeypatch.setenv("CILIUM_MIGRATION_WINDOW_CRON", "0 2 * * SUN")
+    monkeypatch.setenv("CILIUM_MIGRATION_WINDOW_MINUTES", "90")
+    monkeypatch.setenv("CILIUM_MIGRATION_WINDOW_TIMEZONE", "Europe/Paris")
+    monkeypatch.setenv("CILIUM_MIGRATION_PARAMS", '{"cluster_name": "prod", "region": "eu-west-3"}')
+    bag = DagBag(dag_folder=str(DAGS / f"{SCHEDULED_DAG_ID}.py"))
+    assert bag.import_errors == {}
+    dag = bag.dags[SCHEDULED_DAG_ID]
+    assert isinstance(dag.timetable, CronTriggerTimetable)
+    assert dag.timetable.expression == "0 2 * * SUN" and str(dag.timetable.timezone) == "Europe/Paris"
+    assert dag.is_paused_upon_creation is True and dag.catchup is False
+    (task,) = dag.tasks
+    assert task.conf == {"cluster_name": "prod", "region": "eu-west-3", "window_cron": "0 2 * * SUN",
+                         "window_minutes": 90, "window_timezone": "Europe/Paris"}
+
+
+def test_a_bad_window_in_the_environment_is_an_import_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    monkeypatch.setenv("CILIUM_MIGRATION_WINDOW_CRON", "0 2 * * SUN")
+    monkeypatch.setenv("CILIUM_MIGRATION_WINDOW_TIMEZONE", "Europe/Pariss")
+    bag = DagBag(dag_folder=str(DAGS / f"{SCHEDULED_DAG_ID}.py"))
+    (error,) = bag.import_errors.values()
+    assert "CILIUM_MIGRATION_WINDOW_TIMEZONE" in error and "Europe/Pariss" in error
+
+
 def test_parsing_imports_no_heavy_client_libraries() -> None:
     """kubernetes and boto3 load only inside tasks (checked in a fresh interpreter)."""
     import subprocess
 
     code = ("import sys, runpy; sys.path.insert(0, 'plugins'); runpy.run_path('dags/eks_cilium_migration.py'); "
+            "runpy.run_path('dags/eks_cilium_migration_scheduled.py'); "
             "print(sorted(m for m in ('kubernetes', 'boto3', 'botocore', 'helm_python') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=DAGS.parent, env={**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"})

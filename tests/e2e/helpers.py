@@ -16,6 +16,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -448,3 +449,152 @@ def differences(before: Any, after: Any, path: str = "") -> list[str]:
                 for d in differences(b, a, f"{path}[{i}]")]
     return [] if before == after else [f"{path}: {json.dumps(before, default=str)[:300]} -> "
                                        f"{json.dumps(after, default=str)[:300]}"]
+
+
+# ---- the migration report (issue 9): its change list against the twin's write log, its tab in a browser ----
+
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+EKS_KINDS = frozenset({"Nodegroup", "Addon", "HelmRelease"})  # not Kubernetes objects (or, HelmRelease, not one)
+LEDGER_PREFIX = "cilium-migration-changes-"
+HELM_RELEASE_PREFIX = "sh.helm.release.v1."
+
+
+def write_key(resource: str, namespace: str | None, name: str) -> str:
+    return f"{resource} {namespace or ''}/{name}"
+
+
+def dag_writes(twin: Twin) -> set[str]:
+    """What the DAG's identity wrote to the twin's API server (its request log: verb create, update, patch
+    or delete, answered 2xx), as ``resource namespace/name`` (a create names no object in its request:
+    ``name`` is empty). Left out, since the report does not list them as such: the run's change ledger
+    (the report's own bookkeeping) and Helm's release records (the report lists the release as one
+    ``HelmRelease`` change, and each object of it)."""
+    assert twin.rbac is not None, "the twin enforces the DAG's RBAC identity"
+    user = twin.rbac.username
+    out = set()
+    for r in list(twin.api.request_log):
+        if r.user != user or r.verb not in WRITE_VERBS or not 200 <= r.code < 300:
+            continue
+        if r.resource == "configmaps" and r.name.startswith(LEDGER_PREFIX):
+            continue
+        if r.resource == "secrets" and r.name.startswith(HELM_RELEASE_PREFIX):
+            continue
+        out.add(write_key(r.resource, r.namespace, "" if r.verb == "create" and r.subresource != "eviction"
+                          else r.name))
+    return out
+
+
+def report_writes(report: Mapping[str, Any]) -> set[str]:
+    """The Kubernetes writes the report's change list says were made, in ``dag_writes``' terms."""
+    from twin.resources import BY_KIND
+
+    out = set()
+    for change in report.get("changes") or []:
+        if change.get("kind") in EKS_KINDS or change.get("dry_run") or change.get("action") == "unchanged":
+            continue
+        resource = BY_KIND[change["kind"]].plural
+        name = "" if change.get("action") == "create" else change["name"]
+        out.add(write_key(resource, change.get("namespace"), name))
+    return out
+
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "run" / "screenshots"  # kept after the run (git-ignored)
+CHROMEDRIVER = "/usr/bin/chromedriver"  # Debian's chromium-driver (scripts/install-debian-packages.sh)
+
+
+@dataclass
+class ReportTab:
+    """What a browser showed in a run's "Migration report" tab."""
+
+    tab_url: str
+    approvers: list[str]
+    changes: int
+    plots: list[str]  # ids of the inline SVG plots
+    outcome: str
+    screenshots: list[Path]
+
+
+def open_report_tab(base_url: str, username: str, password: str, run_id: str, name: str) -> ReportTab:
+    """Headless Chromium: sign in through the auth manager's login form, open the run's page, click its
+    "Migration report" tab, read the report inside the tab's iframe, and save two screenshots under
+    ``run/screenshots/``: ``<name>-tab.png`` (the run page with the tab open) and ``<name>-report.png``
+    (the whole report, opened at the app's URL that the tab shows)."""
+    from urllib.parse import quote
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1500,1500", "--no-proxy-server"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shots = [SCREENSHOTS / f"{name}-tab.png", SCREENSHOTS / f"{name}-report.png"]
+    wait = WebDriverWait(driver, 90)
+    try:
+        driver.get(f"{base_url}/auth/login")
+        wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys(username)
+        driver.find_element(By.NAME, "password").send_keys(password)
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait.until(lambda d: "/auth/login" not in d.current_url and d.get_cookie("_token"))
+        driver.get(f"{base_url}/dags/{quote(DAG_ID, safe='')}/runs/{quote(run_id, safe='')}")
+        tab = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "a[title='Migration report']")))
+        tab.click()
+        wait.until(lambda d: d.current_url.endswith("/plugin/migration-report"))
+        frame = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[title='Migration report']")))
+        src = str(frame.get_attribute("src"))
+        driver.switch_to.frame(frame)
+        wait.until(ec.presence_of_element_located((By.ID, "changes")))
+        approvers = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#approvals .approver")]
+        changes = len(driver.find_elements(By.CSS_SELECTOR, "#changes tbody tr"))
+        plots = [str(e.get_attribute("id")) for e in driver.find_elements(By.CSS_SELECTOR, "svg[id]")]
+        outcome = driver.find_element(By.ID, "outcome").text
+        driver.switch_to.default_content()
+        driver.save_screenshot(str(shots[0]))
+        driver.get(src)  # the report the tab shows, alone: a screenshot of all of it
+        wait.until(ec.presence_of_element_located((By.ID, "changes")))
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1500, min(int(height) + 120, 16000))
+        driver.save_screenshot(str(shots[1]))
+        return ReportTab(src, approvers, changes, plots, outcome, shots)
+    except Exception:
+        driver.save_screenshot(str(SCREENSHOTS / f"{name}-failure.png"))
+        raise
+    finally:
+        driver.quit()
+
+
+def assert_report_of(rest: AirflowRest, twin: Twin, run: Run, *, outcome: str, approvals: int,
+                     screenshot_name: str) -> ReportTab:
+    """The run's migration report (issue 9): its change list equals what the twin's write log says the DAG
+    wrote (``dag_writes``), it holds no private key; both downloads are files; the run's note
+    summarises it with a link to the tab; and a browser shows the tab with the outcome, every approval's
+    approver, every change and both plots."""
+    report = rest.xcom(DAG_ID, run.run_id, "audit_report", key="report")
+    assert isinstance(report, dict) and report.get("outcome") == outcome, report
+    assert report_writes(report) == dag_writes(twin), (
+        f"only in the report: {sorted(report_writes(report) - dag_writes(twin))}\n"
+        f"only in the twin's write log: {sorted(dag_writes(twin) - report_writes(report))}")
+    text = json.dumps(report)
+    assert "PRIVATE KEY" not in text and "UFJJVkFURSBLRVkt" not in text and twin.rbac_token not in text
+
+    tab = open_report_tab(rest.base_url, rest.username, rest.password, run.run_id, screenshot_name)
+    for fmt, media in (("md", "text/markdown"), ("html", "text/html")):
+        resp = rest.session.get(f"{rest.base_url}{tab.tab_url.removeprefix(rest.base_url)}",
+                                params={"format": fmt}, timeout=60)
+        assert resp.ok and resp.headers["content-type"].startswith(media), resp.text[:300]
+        assert resp.headers["content-disposition"].startswith("attachment; filename=") and outcome in resp.text
+
+    details = rest.request("GET", f"/dags/{DAG_ID}/dagRuns/{run.run_id}")
+    note = details.get("note") or ""
+    assert note.startswith(f"Cilium migration: **{outcome}**") and "/plugin/migration-report)" in note, note
+
+    assert tab.outcome == outcome
+    assert tab.approvers == [rest.username] * approvals, tab
+    assert tab.changes == len(report["changes"]) > 0
+    assert {"timeline", "mesh-matrix"} <= set(tab.plots), tab.plots  # and a matrix per gate that kept one
+    return tab

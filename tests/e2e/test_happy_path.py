@@ -4,6 +4,8 @@ One real Airflow run of the DAG against a fresh twin (module fixture); each test
 the migrated cluster must show, read from the twin over HTTP (official client, boto3) or from its store:
 
 - the run ends ``success`` and the audit report lists the changes made;
+- the run's "Migration report" tab shows it in headless Chromium, and its change list equals the DAG's
+  writes in the twin's request log;
 - every workload pod (neither a DaemonSet's nor hostNetwork) runs Ready on an ``ng-cilium`` node and was
   wired by Cilium; aws-node is gone; ``ng-1`` is at 0 with no nodes left; every node is Ready;
 - goldpinger's full mesh is healthy; no PodDisruptionBudget was violated at any time during the run;
@@ -33,6 +35,7 @@ from tests.e2e.helpers import (
     OLD_GROUP,
     Run,
     apps,
+    assert_report_of,
     clear_tasks,
     comparable,
     conf_for,
@@ -134,6 +137,16 @@ def test_the_audit_report_lists_the_changes(run: Run, cluster: Connected, airflo
     assert len(old_nodes) == 3, report
     assert "| cutover.move_workloads | 1 | evict | Pod " in report, report
     assert airflow.task_log(DAG_ID, run.run_id, "audit_report").count("| evict | Pod ") >= 1
+
+
+def test_the_report_tab_shows_the_run_and_lists_what_the_twin_saw_written(run: Run, cluster: Connected,
+                                                                            airflow: AirflowRest) -> None:
+    """Issue 9: the run's "Migration report" tab, in headless Chromium, shows the outcome, both approvals
+    with their approver, every change and both plots (screenshots in ``run/screenshots/happy-path-*.png``);
+    its change list equals the DAG's writes in the twin's own request log (``helpers.dag_writes``: the
+    change ledger and Helm's release records left out). Runs before the re-run test below, which adds
+    tries of its own."""
+    assert_report_of(airflow, cluster.twin, run, outcome="completed", approvals=2, screenshot_name="happy-path")
 
 
 # ---- re-runs never go backwards ------------------------------------------------------------------

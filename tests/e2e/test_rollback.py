@@ -10,7 +10,8 @@ node groups' scaling configs, labels and taints. What the DAG documents it leave
 (progress record, change ledgers; README, "Rolling back").
 The run ends ``success``: the audit report fails a run only when a task failed. On top: ``ng-cilium``
 back at 0 with no nodes, no Cilium object or Helm release left, the mesh healthy, no PodDisruptionBudget
-violated.
+violated. The run's "Migration report" tab shows the rollback, its change list equal to the DAG's writes
+in the twin's request log.
 
 **Rejected at the second approval** ("roll back" at ``approve_decommission.approve``, after cutover):
 workloads move back to the old nodes, Cilium is uninstalled with nothing of its release left, and the
@@ -45,6 +46,7 @@ from tests.e2e.helpers import (
     OLD_GROUP,
     ROLLBACK_STEPS,
     apps,
+    assert_report_of,
     assert_restored,
     assert_rolled_back,
     cilium_leftovers,
@@ -88,6 +90,10 @@ def test_rejecting_cutover_restores_the_preflight_state(cluster: Connected, airf
     assert run.state == "success", f"run ended {run.state!r}; audit report:\n{report}\n{why}"
 
     assert_restored(cluster.twin, before, affinity_before, workloads_moved=False)
+    # Issue 9: the report tab of this rolled-back run (run/screenshots/rolled-back-*.png), its change list
+    # equal to the DAG's writes in the twin's request log.
+    assert_report_of(airflow, twin, run, outcome="rolled back after rejection", approvals=1,
+                     screenshot_name="rolled-back")
 
 
 def test_rejecting_decommission_restores_the_preflight_state(cluster: Connected, airflow: AirflowRest) -> None:

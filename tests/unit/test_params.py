@@ -14,7 +14,7 @@ def test_every_spec_field_the_brief_names_is_a_param() -> None:
         "cilium_version", "cilium_values", "egress_masquerade_interface", "goldpinger_namespace",
         "deploy_goldpinger", "eviction_batch_size", "force_evictions", "allow_network_policies", "timeouts",
         "dry_run", "aws_conn_id", "kubernetes_conn_id", "accept_eni_differences", "check_operator_iam",
-        "autoscaler"}
+        "autoscaler", "window_cron", "window_minutes", "window_timezone"}
 
 
 def test_param_defaults_make_a_valid_spec() -> None:
@@ -31,6 +31,9 @@ def test_param_defaults_make_a_valid_spec() -> None:
     pytest.param("timeouts", {"bogus": 1}, id="unknown-timeout"),
     pytest.param("timeouts", {"mesh": 0}, id="zero-timeout"),
     pytest.param("dry_run", "no", id="dry-run-string"),
+    pytest.param("window_minutes", 0, id="window-minutes-zero"),
+    pytest.param("window_minutes", -5, id="window-minutes-negative"),
+    pytest.param("window_timezone", "", id="window-timezone-empty"),
 ])
 def test_schema_refuses_bad_values_naming_the_field(name: str, value: object) -> None:
     """As at trigger time: the DAG's ParamsDict validates the run's conf."""

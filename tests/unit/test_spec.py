@@ -18,6 +18,15 @@ def test_defaults_follow_the_runbook() -> None:
     assert spec.egress_masquerade_interface == "eth0"
     assert spec.dry_run is False and spec.dry_run_arg is None
     assert spec.timeouts == Timeouts()
+    assert spec.window is None  # no window: disruptive steps run at any time
+
+
+def test_a_window_is_read_from_its_three_params() -> None:
+    spec = MigrationSpec.from_params({**BASE, "window_cron": " 0  2 * * SUN ", "window_minutes": 90,
+                                      "window_timezone": "Europe/Paris"})
+    assert spec.window is not None
+    assert (spec.window.cron, spec.window.minutes, spec.window.timezone) == ("0 2 * * SUN", 90, "Europe/Paris")
+    assert MigrationSpec.from_params({**BASE, "window_cron": "", "window_minutes": -1}).window is None
 
 
 def test_none_values_take_defaults_and_unknown_airflow_keys_are_ignored() -> None:
@@ -52,6 +61,14 @@ def test_timeouts_override_only_what_is_given() -> None:
     pytest.param({"timeouts": {"mesh": -1}}, "timeouts.mesh", id="negative-timeout"),
     pytest.param({"timeouts": {"forever": 1}}, "timeouts", id="unknown-timeout"),
     pytest.param({"aws_conn_id": ""}, "aws_conn_id", id="empty-conn"),
+    pytest.param({"window_cron": "0 2 * *"}, "window_cron", id="cron-four-fields"),
+    pytest.param({"window_cron": "61 2 * * *"}, "window_cron", id="cron-bad-minute"),
+    pytest.param({"window_cron": "0 0 30 2 *"}, "window_cron", id="cron-never-matches"),
+    pytest.param({"window_cron": "0 2 * * SUN", "window_minutes": 0}, "window_minutes", id="window-zero"),
+    pytest.param({"window_cron": "0 2 * * SUN", "window_minutes": -30}, "window_minutes", id="window-negative"),
+    pytest.param({"window_cron": "0 2 * * SUN", "window_minutes": "60"}, "window_minutes", id="window-string"),
+    pytest.param({"window_cron": "0 2 * * SUN", "window_timezone": "Mars/Olympus"}, "window_timezone",
+                 id="unknown-timezone"),
 ])
 def test_bad_values_are_permanent_errors_naming_the_field(changes: dict, field: str) -> None:
     with pytest.raises(PermanentError, match=f"^{field.replace('.', '[.]')}"):
