@@ -2,9 +2,11 @@
 
 Phases, as TaskGroups in runbook order: preflight -> baseline -> fence_old_cni -> cilium_nodes ->
 approve_cutover -> cutover -> approve_decommission -> decommission, then the audit report. A human
-approves cutover (proceed / roll back) and decommission (proceed / hold / roll back). "hold" ends the
-run successfully with the cluster left in the cutover state (workloads on Cilium nodes, old nodes
-cordoned, aws-node and the old node groups kept); a later run resumes from there.
+approves cutover (proceed / roll back) and decommission (proceed / hold / roll back). With a maintenance
+window (params ``window_cron``, ``window_minutes``, ``window_timezone``) the disruptive steps and a
+"proceed" wait, deferred, for the window; ``eks_cilium_migration_scheduled`` triggers runs at its start.
+"hold" ends the run successfully with the cluster left in the cutover state (workloads on Cilium nodes,
+old nodes cordoned, aws-node and the old node groups kept); a later run resumes from there.
 
 Rollback runs after a rejection or when any gate fails: it restores the preflight snapshot (node group
 sizes, cordons), moves workloads back, uninstalls Cilium (``cni.uninstall=true`` first, so no agent leaves
