@@ -380,17 +380,32 @@ def _held_for_created_roles(runs: Runs) -> set[tuple[str, str, str]]:
     return held
 
 
+def _watched_by_waits() -> set[tuple[str, str]]:
+    """(group, resource) of every collection the waits' triggers watch (``watches.WATCHES``)."""
+    from cilium_migration import watches
+
+    out = set()
+    for targets in watches.WATCHES.values():
+        for target in targets({"namespace": "ns", "nodegroups": []}):
+            parts = target.path.strip("/").split("/")
+            out.add(("" if parts[0] == "api" else parts[1], parts[-1]))
+    return out
+
+
 def test_every_permission_of_the_clusterrole_was_used(runs: Runs) -> None:
-    """Every permission is used, except two kinds, each justified by what the DAG did: ``patch`` on a
+    """Every permission is used, except three kinds, each justified by what the DAG does: ``patch`` on a
     resource it created through Helm (a ``helm upgrade`` patches whatever the new revision changes: a
-    new values file may change any of them), and what a Role it created grants (held instead of
-    ``escalate``)."""
+    new values file may change any of them), what a Role it created grants (held instead of
+    ``escalate``), and ``watch`` on what the waits watch (a wait watches only once it defers, and whether
+    it defers depends on how fast the cluster got there)."""
     requests = _kube_requests(runs)
     created = {(r.api_group, r.resource) for r in requests if r.verb == "create" and not r.subresource}
     for_roles = _held_for_created_roles(runs)
+    watched = _watched_by_waits()
     unused = [str(p) for p in runs.role.permissions()
               if p.verb not in AUTHORIZATION_ONLY_VERBS and not any(permission_matches(p, r) for r in requests)
               and not (p.verb == "patch" and (p.api_group, p.resource) in created)
+              and not (p.verb == "watch" and (p.api_group, p.resource) in watched)
               and (p.verb, p.api_group, p.resource) not in for_roles]
     used = sorted({f"{r.verb} {r.api_group or 'core'}/{r.resource}{'/' + r.subresource if r.subresource else ''}"
                    for r in requests if r.resource})

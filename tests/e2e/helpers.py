@@ -598,3 +598,22 @@ def assert_report_of(rest: AirflowRest, twin: Twin, run: Run, *, outcome: str, a
     assert tab.changes == len(report["changes"]) > 0
     assert {"timeline", "mesh-matrix"} <= set(tab.plots), tab.plots  # and a matrix per gate that kept one
     return tab
+
+
+def captured_scenario(base: str, directory: Path) -> Path:
+    """A rehearsal's scenario: a twin of ``base``, captured by ``python -m twin.capture`` through the
+    connections of its read-only identity (``deploy/rbac/capture-readonly.yaml``); the file's path."""
+    from twin import capture
+    from twin.config import FAST
+    from twin.scenario import load_scenario
+
+    readonly = Path(__file__).resolve().parents[2] / "deploy" / "rbac" / "capture-readonly.yaml"
+    twin = Twin(load_scenario(base), timing=FAST, rbac=readonly)
+    twin.start()
+    try:
+        env, out = directory / "capture.env", directory / "captured.yaml"
+        twin.write_env_file(env, token=twin.rbac_token)
+        assert capture.main(["--env-file", str(env), "--out", str(out)]) == 0
+    finally:
+        twin.stop()
+    return out

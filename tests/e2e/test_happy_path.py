@@ -1,7 +1,9 @@
 """Acceptance 1: a full migration, approved at both gates, leaves the cluster on Cilium.
 
-One real Airflow run of the DAG against a fresh twin (module fixture); each test then states one thing
-the migrated cluster must show, read from the twin over HTTP (official client, boto3) or from its store:
+One real Airflow run of the DAG against a fresh twin (module fixture), run as a rehearsal is: the twin
+starts from a scenario ``python -m twin.capture`` took from a twin of the default cluster, and the run's
+node-group params are the ones ``twin.rehearsal`` fills from it. Each test then states one thing the
+migrated cluster must show, read from the twin over HTTP (official client, boto3) or from its store:
 
 - the run ends ``success`` and the audit report lists the changes made;
 - the run's "Migration report" tab shows it in headless Chromium, and its change list equals the DAG's
@@ -36,6 +38,7 @@ from tests.e2e.helpers import (
     Run,
     apps,
     assert_report_of,
+    captured_scenario,
     clear_tasks,
     comparable,
     conf_for,
@@ -51,14 +54,19 @@ from tests.e2e.helpers import (
     record_commits,
     workload_pods,
 )
+from twin.rehearsal import params_for
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def migrated(airflow: AirflowRest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Connected, Run]]:
-    with connected_twin(airflow, tmp_path_factory.mktemp("happy")) as cluster:
-        run = drive(airflow, conf_for(cluster), answers={CUTOVER_GATE: "proceed", DECOMMISSION_GATE: "proceed"})
+    directory = tmp_path_factory.mktemp("happy")
+    captured = captured_scenario("default", directory)
+    with connected_twin(airflow, directory, scenario=str(captured)) as cluster:
+        rehearsal = params_for(cluster.twin.scenario)
+        run = drive(airflow, conf_for(cluster, **rehearsal),
+                    answers={CUTOVER_GATE: "proceed", DECOMMISSION_GATE: "proceed"})
         yield cluster, run
 
 
