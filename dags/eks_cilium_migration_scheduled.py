@@ -20,8 +20,6 @@ Wiring only: the window's rules are in ``plugins/cilium_migration/windows.py``.
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import datetime
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
@@ -31,30 +29,8 @@ from cilium_migration import windows
 from cilium_migration.retry_policy import TASK_RETRIES
 
 MIGRATION_DAG_ID = "eks_cilium_migration"
-ENV_CRON, ENV_MINUTES, ENV_TIMEZONE, ENV_PARAMS = (
-    "CILIUM_MIGRATION_WINDOW_CRON", "CILIUM_MIGRATION_WINDOW_MINUTES", "CILIUM_MIGRATION_WINDOW_TIMEZONE",
-    "CILIUM_MIGRATION_PARAMS")
 
-
-def _configured() -> tuple[windows.Window | None, dict[str, object]]:
-    """The window and the migration's params from the environment; ValueError naming the variable."""
-    try:
-        params = json.loads(os.environ.get(ENV_PARAMS) or "{}")
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{ENV_PARAMS}: not JSON ({exc})") from exc
-    if not isinstance(params, dict):
-        raise ValueError(f"{ENV_PARAMS}: must be a JSON object of the migration's params")
-    minutes = os.environ.get(ENV_MINUTES) or "120"
-    try:
-        window = windows.from_params({"window_cron": os.environ.get(ENV_CRON, ""),
-                                      "window_minutes": int(minutes) if minutes.strip().isdigit() else minutes,
-                                      "window_timezone": os.environ.get(ENV_TIMEZONE) or "UTC"})
-    except Exception as exc:
-        raise ValueError(f"{ENV_CRON} / {ENV_MINUTES} / {ENV_TIMEZONE}: {exc}") from exc
-    return window, params
-
-
-WINDOW, PARAMS = _configured()
+WINDOW, PARAMS = windows.from_environment()
 
 with DAG(
     dag_id="eks_cilium_migration_scheduled",

@@ -149,3 +149,31 @@ def from_params(params: Mapping[str, Any]) -> Window | None:
     except Exception as exc:  # e.g. '0 0 30 2 *': valid syntax, no such day
         raise PermanentError(f"window_cron: {cron!r} never matches a date ({exc})") from exc
     return window
+
+
+ENV_CRON, ENV_MINUTES, ENV_TIMEZONE, ENV_PARAMS = (
+    "CILIUM_MIGRATION_WINDOW_CRON", "CILIUM_MIGRATION_WINDOW_MINUTES", "CILIUM_MIGRATION_WINDOW_TIMEZONE",
+    "CILIUM_MIGRATION_PARAMS")
+
+
+def from_environment(env: Mapping[str, str] | None = None) -> tuple[Window | None, dict[str, Any]]:
+    """The scheduled DAG's window and migration params from ``CILIUM_MIGRATION_*`` (default: ``os.environ``);
+    ValueError naming the variable."""
+    import json
+    import os
+
+    env = os.environ if env is None else env
+    try:
+        params = json.loads(env.get(ENV_PARAMS) or "{}")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{ENV_PARAMS}: not JSON ({exc})") from exc
+    if not isinstance(params, dict):
+        raise ValueError(f"{ENV_PARAMS}: must be a JSON object of the migration's params")
+    minutes = env.get(ENV_MINUTES) or "120"
+    try:
+        window = from_params({"window_cron": env.get(ENV_CRON, ""),
+                              "window_minutes": int(minutes) if minutes.strip().isdigit() else minutes,
+                              "window_timezone": env.get(ENV_TIMEZONE) or "UTC"})
+    except Exception as exc:
+        raise ValueError(f"{ENV_CRON} / {ENV_MINUTES} / {ENV_TIMEZONE}: {exc}") from exc
+    return window, params
