@@ -32,10 +32,11 @@ from typing import Any
 
 import yaml
 
+from twin.controllers.base import NODEGROUP_LABEL
+from twin.scenario import BUILTIN_NAMESPACES
+
 Obj = dict[str, Any]
 
-BUILTIN_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
-NODEGROUP_LABEL = "eks.amazonaws.com/nodegroup"
 PAGE_SIZE = 500
 # aws-node's settings a migration depends on (the VPC CNI's documented environment variables); every
 # other environment value is dropped
