@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+STRATEGY ?= node-pool
 
 .PHONY: setup debian-packages lint typecheck test test-fast demo rehearse twin bench clean
 
@@ -31,13 +32,14 @@ test: lint typecheck debian-packages
 test-fast: setup
 	$(VENV)/bin/pytest -m "not e2e"
 
+# `make demo STRATEGY=in-place`: the in-place strategy's DAG (Cilium beside aws-node on the same nodes)
 demo: setup
-	$(PY) -m localrun.demo $(DEMO_ARGS)
+	$(PY) -m localrun.demo --strategy $(STRATEGY) $(DEMO_ARGS)
 
 # the full migration against a twin of a scenario `python -m twin.capture` took from your cluster
 rehearse: setup
 	@test -n "$(SCENARIO)" || { echo "usage: make rehearse SCENARIO=captured.yaml" >&2; exit 2; }
-	$(PY) -m localrun.demo --scenario $(SCENARIO) $(DEMO_ARGS)
+	$(PY) -m localrun.demo --strategy $(STRATEGY) --scenario $(SCENARIO) $(DEMO_ARGS)
 
 twin: setup
 	$(PY) -m twin --kubeconfig run/kubeconfig --env-file run/twin.env

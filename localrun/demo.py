@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 CLUSTERROLE = ROOT / "deploy" / "rbac" / "clusterrole.yaml"
 
 DAG_ID = "eks_cilium_migration"
+DAG_IDS = {"node-pool": DAG_ID, "in-place": "eks_cilium_migration_in_place"}
+NODE_POOL_ONLY = ("new_nodegroup", "new_node_count")  # params the in-place DAG does not have
 
 
 def parse_env_file(path: Path) -> dict[str, str]:
@@ -56,7 +58,12 @@ def main(argv: list[str] | None = None, *, on_end: Callable[[FinishedRun], None]
     ap = argparse.ArgumentParser(prog="python -m localrun.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keep", action="store_true", help="approve in the UI yourself; keep everything up")
-    ap.add_argument("--reject", choices=["cutover", "decommission"], help="answer 'roll back' at this gate")
+    ap.add_argument("--strategy", choices=sorted(DAG_IDS), default="node-pool",
+                    help="node-pool (new Cilium nodes, default) or in-place (Cilium beside aws-node on the same "
+                         "nodes)")
+    ap.add_argument("--reject", choices=["cutover", "decommission", "restarts", "removal"],
+                    help="answer 'roll back' at this gate (node-pool: cutover, decommission; in-place: "
+                         "restarts, removal)")
     ap.add_argument("--dry-run", action="store_true", help="trigger with dry_run=true")
     ap.add_argument("--timing-scale", type=float, default=0.3, help="twin delays multiplier (default 0.3)")
     ap.add_argument("--timing", choices=["default", "fast", "realistic"],
@@ -105,10 +112,13 @@ def main(argv: list[str] | None = None, *, on_end: Callable[[FinishedRun], None]
         airflow.start()
         rest = AirflowRest(airflow.url, USERNAME, airflow.password)
         rest.login()
-        rest.wait_for_dag(DAG_ID)
+        dag_id = DAG_IDS[args.strategy]
+        rest.wait_for_dag(dag_id)
+        if args.strategy == "in-place":
+            fitting = {k: v for k, v in fitting.items() if k not in NODE_POOL_ONLY}
         conf: dict[str, Any] = {**fitting, "dry_run": args.dry_run, **json.loads(args.conf)}
-        run_id = rest.trigger(DAG_ID, conf)
-        print(f"== Triggered {DAG_ID} run {run_id} with {json.dumps(conf)}", flush=True)
+        run_id = rest.trigger(dag_id, conf)
+        print(f"== Triggered {dag_id} run {run_id} with {json.dumps(conf)}", flush=True)
         t0 = time.monotonic()
 
         def progress(task_id: str, state: str | None) -> None:
@@ -125,19 +135,19 @@ def main(argv: list[str] | None = None, *, on_end: Callable[[FinishedRun], None]
                 print(f"== Waiting for you: '{approval.subject}' in {airflow.url} (Browse > Required Actions), "
                       f"user {USERNAME} / {airflow.password}", flush=True)
                 return None
-            gate = "cutover" if "cutover" in approval.task_id else "decommission"
+            gate = approval.task_id.split(".")[0].removeprefix("approve_")
             decision = pick(approval, wanted="roll" if args.reject == gate else None)
             print(f"== Approval '{approval.subject}': choosing '{decision.option}' because {decision.reason}.",
                   flush=True)
             print("   " + approval.body.replace("\n", "\n   ")[:3000], flush=True)
             return decision.option
 
-        state = rest.follow(DAG_ID, run_id, decide=decide, on_progress=progress, timeout=3600)
+        state = rest.follow(dag_id, run_id, decide=decide, on_progress=progress, timeout=3600)
         print(f"== Run {run_id} ended: {state}", flush=True)
         if on_end is not None:
-            on_end(FinishedRun(twin, rest, DAG_ID, run_id, state))
+            on_end(FinishedRun(twin, rest, dag_id, run_id, state))
         print(describe(core, eks, cluster), flush=True)
-        print(f"== See the run in the UI: {airflow.url}/dags/{DAG_ID}/runs/{run_id} "
+        print(f"== See the run in the UI: {airflow.url}/dags/{dag_id}/runs/{run_id} "
               f"(user {USERNAME} / {airflow.password}); logs under {airflow.home}", flush=True)
         if args.keep:
             print("== Keeping Airflow and the twin up; Ctrl-C to stop.", flush=True)

@@ -5,7 +5,8 @@ Rules:
   ``AwsRequest``; it changes nothing it serves.
 - The service and the access key come from the SigV4 ``Authorization`` header's credential scope; the
   action is botocore's operation name: from the method and path for REST services (EKS), from the
-  ``Action`` form field for query services (STS). IAM names actions ``<service>:<Operation>``.
+  ``Action`` form field for query services (STS, and EC2: ``ec2:TerminateInstances``). IAM names actions
+  ``<service>:<Operation>``.
 - moto's own API (``/moto-api/...``) is not recorded.
 - ``AwsFaultInjector`` answers an EKS request that an injected fault (``Faults.eks``) matches with that
   AWS error (its status, the ``x-amzn-ErrorType`` header and a JSON body, as EKS sends them) instead of
@@ -35,7 +36,7 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 class AwsRequest:
     """One request to the AWS endpoint."""
 
-    service: str  # the signing name: "eks", "sts"
+    service: str  # the signing name: "eks", "sts", "ec2"
     action: str  # the operation: "DescribeNodegroup" ("" when not recognised)
     access_key: str
     method: str

@@ -10,6 +10,9 @@ Rules:
   actions a client called, with which access key.
 - ``faults`` (the twin's ``Faults``, attachable at any time) may answer EKS requests with injected AWS
   errors (``Faults.eks``: throttling, ``ResourceInUseException``...) instead of moto.
+- EC2 ``TerminateInstances`` for the instances behind the store's nodes is answered by ``twin.ec2_api``
+  (moto knows none of them); the node-group controller then replaces the node. The chain in front of
+  moto: recorder -> fault injector -> EC2 ``TerminateInstances`` -> EKS add-on APIs -> moto.
 - The cluster's node groups run with a node role in moto's IAM (``create_node_role``): the AWS managed
   policies a managed node group's role has, plus an inline policy with the EC2 actions Cilium's ENI IPAM
   needs beyond them, so cilium-operator's permissions check passes as on a cluster prepared for Cilium.
@@ -32,6 +35,7 @@ from moto.server import ThreadedMotoServer
 from twin.addon_api import AddonApi
 from twin.addons import AddonManager
 from twin.aws_requests import AwsFaultInjector, AwsRequest, AwsRequestRecorder
+from twin.ec2_api import Ec2Api
 from twin.faults import Faults
 from twin.store import Store
 
@@ -65,12 +69,13 @@ def account_id() -> str:
 
 
 class EksServer:
-    """moto's HTTP server on 127.0.0.1, serving EKS (and STS) for the twin."""
+    """moto's HTTP server on 127.0.0.1, serving EKS (and STS, and EC2 ``TerminateInstances``) for the twin."""
 
     def __init__(self, *, region: str, host: str = "127.0.0.1", port: int = 0,
                  faults: Faults | None = None, store: Store | None = None, addon_delay_s: float = 0.0) -> None:
         self.region, self.host = region, host
         self.faults = faults
+        self.store = store
         self.addons = AddonManager(region=region, account=account_id(), store=store, delay_s=addon_delay_s,
                                    cluster_exists=lambda name: cluster_exists(region, name))
         self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
@@ -94,8 +99,8 @@ class EksServer:
         self.port = self._server.get_host_and_port()[1]
         wsgi = self._server._server  # werkzeug's server: wrap its app before any client knows the port
         if wsgi is not None:
-            addons = AddonApi(wsgi.app, self.addons)
-            self._recorder = AwsRequestRecorder(AwsFaultInjector(addons, lambda: self.faults))
+            served = Ec2Api(AddonApi(wsgi.app, self.addons), self.store)
+            self._recorder = AwsRequestRecorder(AwsFaultInjector(served, lambda: self.faults))
             wsgi.app = self._recorder
 
     def stop(self) -> None:

@@ -21,6 +21,18 @@ DECOMMISSION_CHANGES = (
     "scale the old node groups to 0 and wait for their nodes to go",
     "re-enable Cilium's unmanaged-pod watcher (`operator.unmanagedPodWatcher.restart: true`)",
 )
+# the in-place strategy's gates
+RESTART_CHANGES = (
+    "rollout-restart every Deployment, StatefulSet and DaemonSet with a pod on the AWS VPC CNI, namespace by "
+    "namespace (`restart_namespaces` first), one at a time, each after its PodDisruptionBudget allows it",
+    "their new pods get Cilium (its CNI configuration comes first on every node); bare pods are listed for you",
+)
+REMOVAL_CHANGES = (
+    "delete the `aws-node` DaemonSet (or the `vpc-cni` add-on)",
+    "replace every node of the old node groups, one at a time (surge one, cordon, evict respecting "
+    "PodDisruptionBudgets, terminate its instance): no iptables rule of the old CNI survives",
+    "re-enable Cilium's unmanaged-pod watcher (`operator.unmanagedPodWatcher.restart: true`)",
+)
 
 
 def evidence(*, title: str, mesh: Mapping[str, Any] | None, node_lines: Iterable[str],

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cilium_migration import aws_node, goldpinger, mesh, nodegroups, nodes, workloads
+from cilium_migration import aws_node, goldpinger, mesh, nodegroups, nodes, old_cni, restarts, workloads
 from cilium_migration.clients import Clients, items, read_or_none
 from cilium_migration.readiness import (
     AGENT_NOT_READY_TAINT,
@@ -104,6 +104,16 @@ def nodes_ready(clients: Clients, *, nodegroups: list[str], count: int, cilium: 
                        + (" with the agent-not-ready taint gone" if cilium else ""))
     return Verdict(WAITING, f"{len(found) - len(not_ready)}/{count} Ready; waiting for: "
                    + ("; ".join(not_ready) or f"{count - len(found)} more node(s)"), {"not_ready": not_ready})
+
+
+@check
+def nodes_replaced(clients: Clients, *, nodegroups: list[str], count: int, gone: list[str]) -> Verdict:
+    """The ``gone`` nodes (instances terminated) have left, and ``count`` nodes of the groups are Ready."""
+    found = nodes.nodegroup_nodes(clients.core, nodegroups)
+    still = sorted(set(gone) & {name_of(n) for n in found})
+    if still:
+        return Verdict(WAITING, f"terminated node(s) still registered: {', '.join(still)}")
+    return nodes_ready(clients, nodegroups=nodegroups, count=count, cilium=True)
 
 
 @check
@@ -234,20 +244,60 @@ def goldpinger_on_nodes(clients: Clients, *, namespace: str, nodegroups: list[st
 
 
 @check
-def goldpinger_on_cilium(clients: Clients, *, namespace: str) -> Verdict:
-    """The goldpinger Deployment rolled out with every pod on a Cilium node."""
+def goldpinger_on_cilium(clients: Clients, *, namespace: str, per_pod: bool = False) -> Verdict:
+    """The goldpinger Deployment rolled out with every pod on a Cilium node (``per_pod``, in place: every
+    pod wired by Cilium, i.e. with its CiliumEndpoint)."""
     dep = read_or_none(clients.apps.read_namespaced_deployment, goldpinger.NAME, namespace)
     if dep is None:
         return Verdict(FAILED, f"Terminal state reached: Deployment {namespace}/goldpinger does not exist")
-    by_name = {name_of(n): n for n in nodes.list_nodes(clients.core)}
     pods = [p for p in goldpinger.pods(clients.core, namespace) if not is_daemonset_pod(p)
             and not (p.get("metadata") or {}).get("deletionTimestamp")]
-    wrong = sorted(f"{name_of(p)} on {pod_node(p)}" for p in pods
-                   if node_cni(by_name.get(pod_node(p) or "")) != CILIUM)
+    if per_pod:
+        on_cilium = cilium_pod_names(clients, namespace, pods)
+        wrong = sorted(f"{name_of(p)} on {pod_node(p)}" for p in pods if name_of(p) not in on_cilium)
+    else:
+        by_name = {name_of(n): n for n in nodes.list_nodes(clients.core)}
+        wrong = sorted(f"{name_of(p)} on {pod_node(p)}" for p in pods
+                       if node_cni(by_name.get(pod_node(p) or "")) != CILIUM)
     if deployment_rolled_out(dep) and not wrong:
         return Verdict(DONE, f"goldpinger Deployment rolled out, {len(pods)} pod(s) on Cilium nodes")
     return Verdict(WAITING, "goldpinger Deployment: " + ("not rolled out yet" if not deployment_rolled_out(dep)
-                                                          else "pods on aws-cni nodes: " + ", ".join(wrong)))
+                                                          else "pods on the AWS VPC CNI: " + ", ".join(wrong)))
+
+
+def cilium_pod_names(clients: Clients, namespace: str, pods: list[dict[str, Any]]) -> set[str]:
+    """Of ``pods`` (in ``namespace``), those Cilium wired: with their own CiliumEndpoint (one list)."""
+    endpoints = {name_of(e): e for e in old_cni.list_endpoints(clients.custom)
+                 if old_cni.namespace_of(e) == namespace}
+    return {name_of(p) for p in pods if name_of(p) in endpoints and old_cni.is_pods_endpoint(p, endpoints[name_of(p)])}
+
+
+@check
+def pods_on_cni(clients: Clients, *, cni: str) -> Verdict:
+    """In place: every pod that needs a CNI is on ``cni`` (``cilium``: none without its CiliumEndpoint,
+    before the old CNI goes; ``aws-cni``: none with one, after a rollback). The pods left are named, with
+    what would restart them (a bare pod needs a human)."""
+    pods = items(clients.core.list_pod_for_all_namespaces)
+    endpoints = old_cni.list_endpoints(clients.custom)
+    left = old_cni.old_cni_pods(pods, endpoints) if cni == CILIUM else old_cni.cilium_pods(pods, endpoints)
+    if not left:
+        return Verdict(DONE, f"every pod that needs a CNI is on {cni}")
+    where = "the AWS VPC CNI" if cni == CILIUM else "Cilium"
+    text = old_cni.summary(left).replace("on the old CNI", f"still on {where}", 1)
+    bare = [f"{old_cni.namespace_of(p)}/{name_of(p)}" for p in left if old_cni.owner_kind(p) == "bare"]
+    if bare:
+        text += f"; bare pods (no controller restarts them: delete and recreate them yourself): {', '.join(bare[:10])}"
+    return Verdict(WAITING, text, {"pods": [f"{old_cni.namespace_of(p)}/{name_of(p)}" for p in left][:100]})
+
+
+@check
+def workload_rolled_out(clients: Clients, *, kind: str, namespace: str, name: str) -> Verdict:
+    """A restarted workload's rollout is done (what ``kubectl rollout status`` checks); gone is done."""
+    obj = restarts.read(clients.apps, restarts.Workload(kind, namespace, name))
+    if obj is None:
+        return Verdict(DONE, f"{kind} {namespace}/{name} is gone")
+    done, message = restarts.rollout_done(obj, kind)
+    return Verdict(DONE if done else WAITING, f"{kind} {namespace}/{name}: {message}")
 
 
 @check
@@ -263,23 +313,26 @@ def workloads_drained(clients: Clients, *, nodegroups: list[str]) -> Verdict:
 
 @check
 def mesh_healthy(clients: Clients, *, namespace: str, tolerance_s: float = 30.0,
-                 started_at: str | None = None, aws_nodegroups: list[str] | None = None) -> Verdict:
+                 started_at: str | None = None, aws_nodegroups: list[str] | None = None,
+                 per_pod_cni: bool = False) -> Verdict:
     """goldpinger's full mesh: every instance answered, N x N fresh OK pings; verdict per CNI pair. Judged
     only once every goldpinger pod runs its workload's current template (after a restart, the pods from
-    before it do not count)."""
+    before it do not count). ``per_pod_cni`` (in place): a pod's CNI is its own (a CiliumEndpoint or not),
+    not its node's."""
     start = datetime.fromisoformat(started_at) if started_at else datetime.now(UTC)
     pods = goldpinger.pods(clients.core, namespace)
     if stale := goldpinger.from_before_restart(clients.apps, namespace, pods):
         return Verdict(WAITING, f"{len(stale)} goldpinger pod(s) from before the restart still running: "
                                 + ", ".join(stale[:10]), {"healthy": False, "stale": stale})
     all_nodes = nodes.list_nodes(clients.core)
+    on_cilium = cilium_pod_names(clients, namespace, pods) if per_pod_cni else None
     try:
         answers = goldpinger.check_all_responses(clients.core, namespace)
     except Exception as exc:  # the proxy answers 503 while no endpoint is ready
         return Verdict(WAITING, f"goldpinger /check_all not answering: {exc}".splitlines()[0])
     try:  # streamed and judged one instance at a time: the answer holds N x N results
         verdict = mesh.evaluate_responses(answers, pods, all_nodes, started_at=start, tolerance_s=tolerance_s,
-                                          aws_nodegroups=aws_nodegroups or ())
+                                          aws_nodegroups=aws_nodegroups or (), cilium_pods=on_cilium)
     except goldpinger.CheckAllError as exc:
         return Verdict(WAITING, str(exc).splitlines()[0])
     message = verdict.summary()

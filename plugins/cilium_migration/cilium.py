@@ -101,6 +101,25 @@ def runbook_values(*, cluster_name: str, region: str, egress_interface: str = "e
     return deep_merge(fenced(deep_merge(values, adapted)), overrides)
 
 
+def in_place_values(*, cluster_name: str, region: str, egress_interface: str = "eth0",
+                    overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The in-place strategy's values: the runbook's (ENI IPAM, native routing, the unmanaged-pod watcher
+    off) with no fence, so Cilium runs beside aws-node on every node, and ``cni.exclusive`` off, so the
+    agent writes ``05-cilium.conflist`` (first by name: every new pod is Cilium's) and leaves aws-node's
+    ``10-aws.conflist`` in place for the pods it already wired; then ``overrides``."""
+    values = runbook_values(cluster_name=cluster_name, region=region, egress_interface=egress_interface)
+    unfenced = deep_merge(values, {"affinity": None, "envoy": {"affinity": None}, "operator": {"affinity": None},
+                                   "hubble": {"relay": {"affinity": None}}})
+    return deep_merge(deep_merge(unfenced, {"cni": {"exclusive": False}}), overrides)
+
+
+def strategy_values(*, in_place: bool, cluster_name: str, region: str, egress_interface: str = "eth0",
+                    overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The values of the run's strategy: ``in_place_values`` or ``runbook_values`` (fenced)."""
+    build = in_place_values if in_place else runbook_values
+    return build(cluster_name=cluster_name, region=region, egress_interface=egress_interface, overrides=overrides)
+
+
 def required_node_affinity(*expressions: Mapping[str, Any]) -> dict[str, Any]:
     """A pod ``affinity`` whose required node affinity is one term with ``expressions``."""
     return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {

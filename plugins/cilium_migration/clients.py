@@ -85,6 +85,20 @@ class Clients:
         return client.NetworkingV1Api(self.api_client)
 
     @cached_property
+    def custom(self) -> Any:
+        """Custom resources (CiliumEndpoints)."""
+        from kubernetes import client
+
+        return client.CustomObjectsApi(self.api_client)
+
+    @cached_property
+    def policy(self) -> Any:
+        """PodDisruptionBudgets."""
+        from kubernetes import client
+
+        return client.PolicyV1Api(self.api_client)
+
+    @cached_property
     def eks(self) -> Any:
         """The boto3 EKS client (scaling has no hook method: ``eks.update_nodegroup_config``)."""
         return self._eks if self._eks is not None else self.eks_hook.conn
@@ -96,6 +110,15 @@ class Clients:
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
         return AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="iam", region_name=self.region,
+                           config=self.eks_hook.config).conn
+
+    @cached_property
+    def ec2(self) -> Any:
+        """A boto3 EC2 client of the same AWS connection and retry configuration (the in-place strategy
+        terminates the old nodes' instances so their groups replace them)."""
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        return AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="ec2", region_name=self.region,
                            config=self.eks_hook.config).conn
 
 

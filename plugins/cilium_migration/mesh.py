@@ -19,16 +19,25 @@ small meshes), never the N x N results themselves.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from cilium_migration.readiness import AWS_CNI, name_of, node_cni, node_nodegroup, pod_node, pod_running
+from cilium_migration.readiness import (
+    AWS_CNI,
+    CILIUM,
+    name_of,
+    node_cni,
+    node_nodegroup,
+    pod_node,
+    pod_running,
+)
 
 PAIRS = ("aws-cni<->aws-cni", "aws-cni<->cilium", "cilium<->cilium")
+BOTH = "both"  # a node whose goldpinger pods have both CNIs (in place)
 FAILED_SAMPLE = 20  # failures kept per CNI pair (all are counted)
 PROBLEM_SAMPLE = 50  # problems kept (all are counted)
 NODE_MATRIX_MAX = 64  # a per-node matrix is kept up to this many nodes
@@ -180,10 +189,13 @@ def evaluate(check_all: Mapping[str, Any], pods: Iterable[Mapping[str, Any]],
 
 def evaluate_responses(responses: Iterable[tuple[str, CheckAllEntry]], pods: Iterable[Mapping[str, Any]],
                        nodes: Iterable[Mapping[str, Any]], *, started_at: datetime,
-                       tolerance_s: float = 30.0, aws_nodegroups: Iterable[str] = ()) -> MeshVerdict:
+                       tolerance_s: float = 30.0, aws_nodegroups: Iterable[str] = (),
+                       cilium_pods: Collection[str] | None = None) -> MeshVerdict:
     """Judge the mesh. ``responses``: ``/check_all``'s ``responses`` members (key, entry), judged as they
     come (an iterator is read once); ``pods``: the goldpinger pods listed from the API; ``nodes``: all
-    nodes."""
+    nodes; ``cilium_pods`` (in place, where both CNIs share nodes): the names of the pods Cilium wired,
+    every other pod being aws-cni's, instead of each pod taking its node's CNI. A node whose pods have
+    both CNIs shows as ``both`` in the node matrix."""
     node_by_name = {name_of(n): n for n in nodes}
     pods = list(pods)
     live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
@@ -205,12 +217,18 @@ def evaluate_responses(responses: Iterable[tuple[str, CheckAllEntry]], pods: Ite
         return node_cni(node)
 
     node_of = {name_of(p): pod_node(p) or "" for p in running}
-    cni_of = {pod: cni(node_by_name.get(node)) for pod, node in node_of.items()}
+    if cilium_pods is not None:
+        cni_of = {pod: CILIUM if pod in cilium_pods else AWS_CNI for pod in node_of}
+    else:
+        cni_of = {pod: cni(node_by_name.get(node)) for pod, node in node_of.items()}
     listed = {name_of(p) for p in pods}  # keys naming these are never matched by IP
     by_ip = {(p.get("status") or {}).get("podIP"): name_of(p) for p in running}
     by_ip.pop(None, None)
     verdict.pods_by_cni = dict(Counter(cni_of.values()))
-    verdict.node_cni = {node: cni_of[pod] for pod, node in node_of.items() if node}
+    for pod, node in node_of.items():
+        if node:
+            seen = verdict.node_cni.get(node)
+            verdict.node_cni[node] = cni_of[pod] if seen in (None, cni_of[pod]) else BOTH
     if len(verdict.node_cni) <= NODE_MATRIX_MAX:
         verdict.node_matrix = {}
     judge = _Judge(verdict, cni_of, node_of, started_at.timestamp() - tolerance_s)

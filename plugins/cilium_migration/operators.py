@@ -326,7 +326,8 @@ class EksNodegroupScaleOperator(MigrationOperator):
 
 
 class CiliumInstallOperator(MigrationOperator):
-    """Install (or upgrade) Cilium with the runbook's values: render the chart, apply, record the release.
+    """Install (or upgrade) Cilium with the runbook's values (the strategy's: fenced off the old nodes, or
+    beside aws-node in place): render the chart, apply, record the release.
 
     :param unmanaged_pod_restart: ``operator.unmanagedPodWatcher.restart`` (false until decommission)
     """
@@ -342,8 +343,8 @@ class CiliumInstallOperator(MigrationOperator):
 
         overrides = cilium.deep_merge(spec.cilium_values, {
             "operator": {"unmanagedPodWatcher": {"restart": self.unmanaged_pod_restart}}})
-        values = cilium.runbook_values(cluster_name=spec.cluster_name, region=spec.region,
-                                       egress_interface=spec.egress_masquerade_interface, overrides=overrides)
+        values = cilium.strategy_values(in_place=spec.in_place, cluster_name=spec.cluster_name, region=spec.region,
+                                        egress_interface=spec.egress_masquerade_interface, overrides=overrides)
         return list(cilium.deploy(self.clients.api_client, spec.chart_ref, values, release=spec.release,
                                   namespace=spec.cilium_namespace, dry_run=spec.dry_run,
                                   version=spec.cilium_version))
@@ -526,6 +527,200 @@ class WorkloadMoveOperator(MigrationOperator):
             self._batches(context, spec, durations=durations, number=number)
         except PermanentError as exc:
             raise AirflowFailException(str(exc)) from exc
+        return None
+
+
+class WorkloadRestartOperator(MigrationOperator):
+    """In place: ``kubectl rollout restart`` of every Deployment, StatefulSet and DaemonSet with a pod not on
+    ``onto`` (``cilium``; ``aws-cni`` for the rollback), namespace by namespace (``restart_namespaces``
+    first), one workload at a time (``restarts``). Before each: the maintenance window must be open and its
+    PodDisruptionBudgets must allow a disruption (waited for up to the ``eviction`` timeout); after each,
+    its rollout is waited for, in the worker for ``quick_wait_s`` then in the triggerer. Pods no restart
+    moves (bare pods, other controllers, OnDelete) are logged for a human; the gate after this step
+    names them until they are gone. The plan is made again from the cluster after every wait, so a retry
+    restarts nothing twice. Disruptive.
+    """
+
+    disruptive = True
+    quick_wait_s = 10.0
+
+    def __init__(self, *, onto: str = "cilium", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.onto = onto
+
+    def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
+        self._restarts(context, spec, done=[])
+        return []
+
+    def _restarts(self, context: Any, spec: MigrationSpec, *, done: list[str]) -> None:
+        """Restart the planned workloads not in ``done`` (their rollouts finished in this try)."""
+        from cilium_migration import restarts
+
+        token = f"{context['run_id']}/{self.task_id}"
+        plan = restarts.restart_plan(self.clients.apps, self.clients.core, self.clients.custom,
+                                     spec.restart_namespaces, onto=self.onto)
+        for pod_list, why in ((plan.bare_pods, "no controller"), (plan.other_pods, "no restart here moves them")):
+            if pod_list:
+                self.log.warning("%d pod(s) for a human (%s): %s", len(pod_list), why,
+                                 ", ".join(f"{p['metadata'].get('namespace')}/{p['metadata'].get('name')}"
+                                           for p in pod_list[:20]))
+        todo = [w for w in plan.workloads if w.target not in done]
+        self.log.info("%d workload(s) to restart onto %s: %s", len(todo), self.onto,
+                      ", ".join(w.target for w in todo[:20]) or "none")
+        for workload in todo:
+            if spec.window is not None:
+                self._keep(context, spec)
+                defer_outside_window(self, context, spec, method_name="resume_restarts", kwargs={"done": done})
+            if spec.dry_run:
+                self._pending += [c for c in [restarts.restart(self.clients.apps, workload, restarted_at=token,
+                                                               dry_run=True)] if c]
+                continue
+            self._wait_for_budget(spec, workload)
+            change = restarts.restart(self.clients.apps, workload, restarted_at=token)
+            if change is not None:
+                self._pending.append(change)
+                self.log.info("restarted %s (%d pod(s) to move)", workload.target, len(workload.old_cni_pods))
+            current = restarts.read(self.clients.apps, workload) or {}
+            if current and not restarts.rolls_on_restart(current):
+                self.log.warning("%s updates OnDelete: a restart replaces none of its pods; delete them yourself "
+                                 "(%s)", workload.target, ", ".join(workload.old_cni_pods))
+                done = [*done, workload.target]
+                continue
+            end = time.monotonic() + self.quick_wait_s
+            while not (state := self._rolled_out(workload))[0] and time.monotonic() < end:
+                time.sleep(min(spec.timeouts.poll_interval, 1.0))
+            if not state[0]:
+                self._defer_for_rollout(context, spec, workload, done)
+            self.log.info("%s", state[1])
+            done = [*done, workload.target]
+
+    def _rolled_out(self, workload: Any) -> tuple[bool, str]:
+        from cilium_migration import checks
+
+        verdict = checks.workload_rolled_out(self.clients, kind=workload.kind, namespace=workload.namespace,
+                                             name=workload.name)
+        return verdict.status == checks.DONE, verdict.message
+
+    def _wait_for_budget(self, spec: MigrationSpec, workload: Any) -> None:
+        from cilium_migration import restarts
+
+        end = time.monotonic() + spec.timeouts.eviction
+        while reason := restarts.blocked_by_budget(self.clients.policy, workload):
+            if time.monotonic() >= end:
+                raise TemporaryError(f"{reason}; waited {spec.timeouts.eviction}s")
+            self.log.info("%s", reason)
+            time.sleep(spec.timeouts.poll_interval)
+
+    def _defer_for_rollout(self, context: Any, spec: MigrationSpec, workload: Any, done: list[str]) -> None:
+        from cilium_migration.triggers import ClusterCheckTrigger
+
+        self._keep(context, spec)
+        self.log.info("waiting in the triggerer (up to %.0fs) for %s to roll out", spec.timeouts.rollout,
+                      workload.target)
+        self.defer(trigger=ClusterCheckTrigger(check="workload_rolled_out",
+                                               arguments={"kind": workload.kind, "namespace": workload.namespace,
+                                                          "name": workload.name},
+                                               aws_conn_id=self.aws_conn_id, kubernetes_conn_id=self.kubernetes_conn_id,
+                                               region=self._region, poll_interval=spec.timeouts.poll_interval,
+                                               end_time=time.time() + spec.timeouts.rollout),
+                   method_name="resume_restarts", kwargs={"done": [*done, workload.target]},
+                   timeout=timedelta(seconds=spec.timeouts.rollout + 60))
+
+    def resume_restarts(self, context: Any, event: Any = None, done: list[str] | None = None) -> Any:
+        """Woken by a rollout's trigger (or at the window's start): plan again from the cluster, go on."""
+        spec = spec_from(context)
+        self._region = spec.region
+        self._pending = []
+        verdict = event if isinstance(event, dict) else {"status": "success"}
+        if verdict.get("status") == "failed":
+            raise AirflowFailException(str(verdict.get("message")))
+        if verdict.get("status") != "success":
+            raise TemporaryError(f"rollout not done in {spec.timeouts.rollout}s: {verdict.get('message')}")
+        try:
+            self._restarts(context, spec, done=list(done or []))
+        except PermanentError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        self._keep(context, spec)
+        return None
+
+
+class NodeRollOperator(MigrationOperator):
+    """In place, once aws-node is gone: replace every node the old groups had at the snapshot, one at a time
+    (``node_roll``: surge by one, cordon, evict PDB-respecting, terminate the instance, the group launches a
+    clean one; back to the snapshot's size at the end). Every wait defers (``ClusterCheckTrigger``); each
+    replacement starts only inside the maintenance window. Disruptive."""
+
+    disruptive = True
+
+    def step(self, context: Any, spec: MigrationSpec) -> list[Change]:
+        self._roll(context, spec)
+        return []
+
+    def _roll(self, context: Any, spec: MigrationSpec) -> None:
+        from cilium_migration import node_roll, nodegroups, nodes, workloads
+        from cilium_migration.readiness import name_of
+
+        snap = snapshot_from(context) or {}
+        old_nodes, recorded = list(snap.get("old_nodes") or []), dict(snap.get("nodegroups") or {})
+        for group in spec.old_nodegroups:
+            while True:
+                scaling = nodegroups.describe(self.clients.eks, spec.cluster_name, group).get("scalingConfig") or {}
+                found = nodes.nodegroup_nodes(self.clients.core, [group])
+                action = node_roll.next_action(group, scaling, recorded.get(group) or {}, found, old_nodes)
+                self.log.info("%s", action.message)
+                if action.kind == node_roll.DONE:
+                    break
+                if spec.dry_run:
+                    self.log.info("[dry run] %s: a real run would act here; going on", action.kind)
+                    break
+                if action.kind == node_roll.SURGE:
+                    self._pending += nodegroups.scale(self.clients.eks, spec.cluster_name, group, action.size,
+                                                      log=self.log)
+                elif action.kind == node_roll.SETTLE:
+                    self._pending += nodegroups.scale(self.clients.eks, spec.cluster_name, group, action.size,
+                                                      exact=recorded[group], log=self.log)
+                elif action.kind == node_roll.REPLACE:
+                    if spec.window is not None:
+                        self._keep(context, spec)
+                        defer_outside_window(self, context, spec, method_name="resume_roll")
+                    [node] = [n for n in found if name_of(n) == action.node]
+                    self._pending += nodes.set_cordoned(self.clients.core, [node], True)
+                    self._pending += workloads.move(self.clients.core, [action.node],
+                                                    batch_size=spec.eviction_batch_size,
+                                                    batch_timeout=spec.timeouts.eviction,
+                                                    force=spec.force_evictions, log=self.log)
+                    self._pending += node_roll.terminate(self.clients.ec2, self.clients.core, node)
+                else:
+                    self._wait(context, spec, action)
+
+    def _wait(self, context: Any, spec: MigrationSpec, action: Any) -> None:
+        from cilium_migration.triggers import ClusterCheckTrigger
+
+        self._keep(context, spec)
+        self.defer(trigger=ClusterCheckTrigger(check=action.check, arguments=action.arguments,
+                                               aws_conn_id=self.aws_conn_id,
+                                               kubernetes_conn_id=self.kubernetes_conn_id, region=self._region,
+                                               poll_interval=spec.timeouts.poll_interval,
+                                               end_time=time.time() + spec.timeouts.nodegroup),
+                   method_name="resume_roll", timeout=timedelta(seconds=spec.timeouts.nodegroup + 60))
+
+    def resume_roll(self, context: Any, event: Any = None) -> Any:
+        """Woken by the wait's trigger (or at the window's start: a time, not a verdict): decide again from
+        the cluster, go on."""
+        spec = spec_from(context)
+        self._region = spec.region
+        self._pending = []
+        verdict = event if isinstance(event, dict) else {"status": "success"}
+        if verdict.get("status") == "failed":
+            raise AirflowFailException(str(verdict.get("message")))
+        if verdict.get("status") != "success":
+            raise TemporaryError(f"node roll: {verdict.get('message')} (waited up to {spec.timeouts.nodegroup}s); "
+                                 "the retry goes on where it stopped")
+        try:
+            self._roll(context, spec)
+        except PermanentError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        self._keep(context, spec)
         return None
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cilium_migration.spec import AUTOSCALER_MODES, ENI_DIFFERENCES
+from cilium_migration.spec import AUTOSCALER_MODES, ENI_DIFFERENCES, IN_PLACE, NODE_POOL
 from cilium_migration.windows import MAX_MINUTES
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"
@@ -48,6 +48,11 @@ def schemas() -> dict[str, dict[str, Any]]:
                                  "description": "namespace of the goldpinger connectivity checker"},
         "deploy_goldpinger": {"default": True, "type": "boolean",
                               "description": "deploy goldpinger (false: it is already there)"},
+        "restart_namespaces": {"default": ["kube-system"], "type": "array", "uniqueItems": True,
+                               "items": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"},
+                               "description": "namespaces whose workloads restart onto Cilium first, in this "
+                                              "order (system add-ons such as CoreDNS); the rest follow "
+                                              "alphabetically"},
         "eviction_batch_size": {"default": 5, "type": "integer", "minimum": 1,
                                 "description": "pods evicted at a time during cutover"},
         "force_evictions": {"default": False, "type": "boolean",
@@ -86,12 +91,30 @@ def schemas() -> dict[str, dict[str, Any]]:
     }
 
 
-def dag_params() -> dict[str, Any]:
+# params only one strategy reads
+NODE_POOL_ONLY = ("new_nodegroup", "new_node_count")
+IN_PLACE_ONLY = ("restart_namespaces",)
+
+
+def strategy_schemas(strategy: str = NODE_POOL) -> dict[str, dict[str, Any]]:
+    """The params of one strategy's DAG: its own, the shared ones, and ``strategy`` fixed to it."""
+    left_out = IN_PLACE_ONLY if strategy == NODE_POOL else NODE_POOL_ONLY
+    out = {name: schema for name, schema in schemas().items() if name not in left_out}
+    if strategy == IN_PLACE:
+        out["old_nodegroups"] = {**out["old_nodegroups"],
+                                 "description": "node groups served by the AWS VPC CNI, migrated in place (every "
+                                                "node replaced at the end)"}
+    out["strategy"] = {"default": strategy, "type": "string", "enum": [strategy],
+                       "description": "the runbook's strategy this DAG follows (fixed)"}
+    return out
+
+
+def dag_params(strategy: str = NODE_POOL) -> dict[str, Any]:
     """``{name: Param(default, type=..., ...)}`` for ``DAG(params=...)``."""
     from airflow.sdk import Param
 
     out: dict[str, Any] = {}
-    for name, schema in schemas().items():
+    for name, schema in strategy_schemas(strategy).items():
         schema = dict(schema)
         default = schema.pop("default")
         out[name] = Param(default, **schema)

@@ -1,6 +1,10 @@
 """Preflight: read-only checks that the cluster is the runbook's starting point, and the snapshot
 of everything the run will change (for rollback and the audit report).
 
+The in-place strategy (``spec.in_place``) has no new node group: Cilium's nodes are the old groups'
+(cilium-operator's identity is their node role), and every node must belong to one of them (Cilium will
+run on every node, and only their nodes are replaced at the end).
+
 Resuming is allowed: Cilium installed by an earlier run of this DAG (its Helm release exists) is fine;
 Cilium installed any other way is not. The snapshot is normalised to the pre-migration state (aws-node
 without our fence; the new group at size 0 when resuming), so rollback after a resume still restores
@@ -12,7 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from cilium_migration import addons, aws_node, cluster_identity, nodegroups, nodes, prerequisites
+from cilium_migration import addons, aws_node, cluster_identity, nodegroups, nodes, prerequisites, progress
 from cilium_migration.clients import Clients, items, read_or_none
 from cilium_migration.errors import PermanentError
 from cilium_migration.readiness import (
@@ -54,7 +58,7 @@ def new_group_problem(spec: MigrationSpec, nodegroup: dict[str, Any]) -> str | N
 
 def unaccounted_nodes(spec: MigrationSpec, all_nodes: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     """(nodes in no listed node group, Fargate and hybrid nodes left out by rule), each as 'name (why)'."""
-    listed = {*spec.old_nodegroups, spec.new_nodegroup}
+    listed = set(spec.old_nodegroups) if spec.in_place else {*spec.old_nodegroups, spec.new_nodegroup}
     unknown, left_out = [], []
     for node in all_nodes:
         compute = labels_of(node).get(COMPUTE_TYPE_LABEL, "")
@@ -88,32 +92,43 @@ def check(clients: Clients, spec: MigrationSpec) -> list[str]:
     if wrong:  # nothing else is worth checking on another cluster
         raise PermanentError(f"preflight failed:\n- {wrong}")
     ok.append(f"the Kubernetes connection reaches {spec.cluster_name}'s API server ({cluster.get('endpoint')})")
+    old_groups: list[dict[str, Any]] = []
     for group in spec.old_nodegroups:
         try:
             ng = nodegroups.describe(clients.eks, spec.cluster_name, group)
         except PermanentError as exc:
             problems.append(str(exc))
             continue
+        old_groups.append(ng)
         if _has_agent_taint(ng):
             problems.append(f"old node group {group} carries the {AGENT_NOT_READY_TAINT} taint: list it as "
-                            "new_nodegroup, not in old_nodegroups")
+                            "new_nodegroup, not in old_nodegroups" if not spec.in_place else
+                            f"node group {group} carries the {AGENT_NOT_READY_TAINT} taint: the in-place "
+                            "strategy migrates groups served by the AWS VPC CNI; remove it from old_nodegroups")
         else:
             ok.append(f"old node group {group} exists, untainted")
     new: dict[str, Any] | None = None
-    try:
-        new = nodegroups.describe(clients.eks, spec.cluster_name, spec.new_nodegroup)
-        taint_problem = new_group_problem(spec, new)
-        if taint_problem:
-            problems.append(taint_problem)
-        else:
-            ok.append(f"new node group {spec.new_nodegroup} exists with the {AGENT_NOT_READY_TAINT}:NoExecute taint")
-    except PermanentError as exc:
-        problems.append(str(exc))
+    if spec.in_place:  # cilium-operator runs on the old groups' nodes, with their node role
+        new = old_groups[0] if old_groups else None
+    else:
+        try:
+            new = nodegroups.describe(clients.eks, spec.cluster_name, spec.new_nodegroup)
+            taint_problem = new_group_problem(spec, new)
+            if taint_problem:
+                problems.append(taint_problem)
+            else:
+                ok.append(f"new node group {spec.new_nodegroup} exists with the {AGENT_NOT_READY_TAINT}:NoExecute "
+                          "taint")
+        except PermanentError as exc:
+            problems.append(str(exc))
+    if other := progress.read(clients.core, spec.cilium_namespace).other_strategy(spec.in_place):
+        problems.append(other)
     unknown, left_out = unaccounted_nodes(spec, nodes.list_nodes(clients.core))
     if unknown:
+        effect = ("Cilium would run on them beside aws-node but they would never be replaced" if spec.in_place
+                  else "the fence would take aws-node off them and Cilium would take them over unplanned")
         problems.append(f"{len(unknown)} node(s) belong to no listed node group: {', '.join(unknown[:20])}; the "
-                        "fence would take aws-node off them and Cilium would take them over unplanned: list "
-                        "their groups in old_nodegroups, or remove those nodes first")
+                        f"{effect}: list their groups in old_nodegroups, or remove those nodes first")
     else:
         ok.append("every node belongs to a listed node group")
     if left_out:
@@ -152,11 +167,11 @@ def check(clients: Clients, spec: MigrationSpec) -> list[str]:
 def snapshot(clients: Clients, spec: MigrationSpec) -> dict[str, Any]:
     """What rollback restores and the audit report shows: JSON-serialisable."""
     groups = {}
-    for group in (*spec.old_nodegroups, spec.new_nodegroup):
+    for group in spec.old_nodegroups if spec.in_place else (*spec.old_nodegroups, spec.new_nodegroup):
         ng = nodegroups.describe(clients.eks, spec.cluster_name, group)
         groups[group] = dict(ng.get("scalingConfig") or {})
     resumed = release_state(clients, spec) is not None
-    if resumed:
+    if resumed and not spec.in_place:
         groups[spec.new_nodegroup] = {**groups[spec.new_nodegroup], "desiredSize": 0}
     ds = aws_node.read(clients.apps)
     ds_snapshot = None
@@ -175,5 +190,6 @@ def snapshot(clients: Clients, spec: MigrationSpec) -> dict[str, Any]:
         # cordoned before the migration; cordons this DAG made in an earlier run (hold) are not kept
         "old_nodes_cordoned": [name_of(n) for n in old_nodes
                                if node_cordoned(n) and not nodes.cordoned_by_us(n)],
-        "new_nodes": [name_of(n) for n in nodes.nodegroup_nodes(clients.core, [spec.new_nodegroup])],
+        "new_nodes": [] if spec.in_place else [name_of(n) for n in nodes.nodegroup_nodes(clients.core,
+                                                                                          [spec.new_nodegroup])],
     }

@@ -100,12 +100,11 @@ class Found:
 # ---- values and aws-node ------------------------------------------------------------------------------
 
 def effective_values(spec: MigrationSpec) -> dict[str, Any]:
-    """The Helm values the run installs: the runbook's, adapted, with ``cilium_values`` merged over them."""
+    """The Helm values the run installs: its strategy's, adapted, with ``cilium_values`` merged over them."""
     from cilium_migration import cilium
 
-    return cilium.runbook_values(cluster_name=spec.cluster_name, region=spec.region,
-                                 egress_interface=spec.egress_masquerade_interface,
-                                 overrides=spec.cilium_values)
+    return cilium.strategy_values(in_place=spec.in_place, cluster_name=spec.cluster_name, region=spec.region,
+                                  egress_interface=spec.egress_masquerade_interface, overrides=spec.cilium_values)
 
 
 def value_at(values: Obj, *path: str) -> Any:
@@ -356,7 +355,7 @@ def _where(deploys: Iterable[Obj]) -> str:
 
 
 def _groups(spec: MigrationSpec) -> str:
-    return ", ".join((*spec.old_nodegroups, spec.new_nodegroup))
+    return ", ".join(spec.old_nodegroups if spec.in_place else (*spec.old_nodegroups, spec.new_nodegroup))
 
 
 def cluster_autoscaler(spec: MigrationSpec, deployments: Iterable[Obj]) -> Verdict:
@@ -467,14 +466,18 @@ def read_operator_identity(iam: Any, spec: MigrationSpec, values: Obj,
     if in_values is not None:
         arn, source = in_values
     elif new_nodegroup is not None and new_nodegroup.get("nodeRole"):
-        arn, source = str(new_nodegroup["nodeRole"]), f"node role of {spec.new_nodegroup}"
+        arn, source = str(new_nodegroup["nodeRole"]), f"node role of {_group_name(spec, new_nodegroup)}"
     elif new_nodegroup is not None:
-        return OperatorIdentity("", f"node role of {spec.new_nodegroup}",
+        return OperatorIdentity("", f"node role of {_group_name(spec, new_nodegroup)}",
                                 unreadable="the node group has no nodeRole")
     else:
         return None
     documents, unreadable = read_role_policies(iam, arn)
     return OperatorIdentity(arn, source, documents, unreadable)
+
+
+def _group_name(spec: MigrationSpec, nodegroup: Obj) -> str:
+    return str(nodegroup.get("nodegroupName") or spec.new_nodegroup)
 
 
 def _document(raw: Any) -> dict[str, Any]:

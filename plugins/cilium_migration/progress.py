@@ -2,8 +2,12 @@
 namespace, so that a re-run never goes backwards.
 
 Rules:
-- Phases in runbook order: ``preflight``, ``baseline``, ``fence_old_cni``, ``cilium_nodes``, ``cutover``,
-  ``decommission``; a task's phase is its TaskGroup. ``rollback`` comes after all of them.
+- Phases in runbook order: ``preflight``, ``baseline``, then the node-pool strategy's ``fence_old_cni``,
+  ``cilium_nodes``, ``cutover``, ``decommission`` or the in-place strategy's ``cilium_beside``,
+  ``restart_pods``, ``remove_old_cni`` (one order holds both: each strategy's phases keep theirs); a
+  task's phase is its TaskGroup. ``rollback`` comes after all of them.
+- One migration at a time: a record of one strategy's phase (not rolled back) makes the other strategy's
+  preflight refuse (``other_strategy``).
 - A forward step first records its phase (the record only moves forward), then acts. A step whose phase
   lies behind the recorded one, or any forward step of a run that has rolled back, changes nothing and
   says why: acting would undo a later phase (``install_cilium`` cleared after decommission would turn
@@ -26,7 +30,10 @@ from cilium_migration import owned_configmaps
 from cilium_migration.audit import Change
 
 NAME = "cilium-migration-progress"
-PHASES = ("preflight", "baseline", "fence_old_cni", "cilium_nodes", "cutover", "decommission")
+NODE_POOL_PHASES = ("fence_old_cni", "cilium_nodes", "cutover", "decommission")
+IN_PLACE_PHASES = ("cilium_beside", "restart_pods", "remove_old_cni")
+PHASES = ("preflight", "baseline", "fence_old_cni", "cilium_nodes", "cilium_beside", "cutover", "restart_pods",
+          "decommission", "remove_old_cni")
 ROLLBACK = "rollback"
 
 
@@ -52,6 +59,15 @@ class Progress:
 
     def rolled_back(self) -> bool:
         return self.phase == ROLLBACK
+
+    def other_strategy(self, in_place: bool) -> str | None:
+        """Why a run of the other strategy may not start: a migration of this one is under way."""
+        theirs = NODE_POOL_PHASES if in_place else IN_PLACE_PHASES
+        if self.phase in theirs:
+            kind = "node-pool" if in_place else "in-place"
+            return (f"a {kind} migration is under way (phase {self.phase}, run {self.run_id}, ConfigMap {NAME}): "
+                    f"finish it or roll it back with its own DAG first")
+        return None
 
     def why_not(self, phase: str, run_id: str) -> str | None:
         """Why a forward step of ``phase`` in ``run_id`` must change nothing, or None when it may act."""

@@ -36,7 +36,9 @@ def spec_from(context: Any) -> MigrationSpec:
 
 
 def groups_for(spec: MigrationSpec, role: str) -> list[str]:
-    return list(spec.old_nodegroups) if role == "old" else [spec.new_nodegroup]
+    """The node groups of ``role``: ``old`` (served by the AWS VPC CNI) or ``new`` (Cilium's). In place
+    both are the old groups: Cilium runs beside aws-node on their nodes."""
+    return list(spec.old_nodegroups) if role == "old" or spec.in_place else [spec.new_nodegroup]
 
 
 def snapshot_from(context: Any) -> dict[str, Any] | None:
@@ -240,7 +242,7 @@ class CiliumRolloutSensor(ClusterStateSensor):
     check_name = "cilium_rolled_out"
 
     def arguments(self, spec: MigrationSpec, context: Any) -> dict[str, Any]:
-        return {"namespace": spec.cilium_namespace, "nodegroups": [spec.new_nodegroup]}
+        return {"namespace": spec.cilium_namespace, "nodegroups": groups_for(spec, "new")}
 
 
 class CiliumCniUninstallSensor(ClusterStateSensor):
@@ -248,8 +250,8 @@ class CiliumCniUninstallSensor(ClusterStateSensor):
 
     check_name = "cilium_cni_uninstall_armed"
 
-    def arguments(self, spec: MigrationSpec, context: Any) -> dict[str, Any]:
-        return {"namespace": spec.cilium_namespace, "nodegroups": [spec.new_nodegroup]}
+    def arguments(self, spec: MigrationSpec, context: Any) -> dict[str, Any]:  # in place every node stays
+        return {"namespace": spec.cilium_namespace, "nodegroups": [] if spec.in_place else [spec.new_nodegroup]}
 
 
 class GoldpingerOnNodesSensor(ClusterStateSensor):
@@ -266,12 +268,26 @@ class GoldpingerOnNodesSensor(ClusterStateSensor):
 
 
 class GoldpingerOnCiliumSensor(ClusterStateSensor):
-    """The goldpinger Deployment rolled out with all its pods on Cilium nodes."""
+    """The goldpinger Deployment rolled out with all its pods on Cilium nodes (in place: on Cilium)."""
 
     check_name = "goldpinger_on_cilium"
 
     def arguments(self, spec: MigrationSpec, context: Any) -> dict[str, Any]:
-        return {"namespace": spec.goldpinger_namespace}
+        return {"namespace": spec.goldpinger_namespace, "per_pod": spec.in_place}
+
+
+class PodsOnCniSensor(ClusterStateSensor):
+    """In place: every pod that needs a CNI is on ``cni`` (``cilium`` before the old CNI goes, ``aws-cni``
+    after a rollback); the pods left are named (bare ones need a human)."""
+
+    check_name = "pods_on_cni"
+
+    def __init__(self, *, cni: str = "cilium", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cni = cni
+
+    def arguments(self, spec: MigrationSpec, context: Any) -> dict[str, Any]:
+        return {"cni": self.cni}
 
 
 class WorkloadsDrainedSensor(ClusterStateSensor):
@@ -299,4 +315,5 @@ class GoldpingerMeshSensor(ClusterStateSensor):
 
     def arguments(self, spec: MigrationSpec, context: Any) -> dict[str, Any]:
         return {"namespace": spec.goldpinger_namespace, "tolerance_s": spec.timeouts.ping_tolerance,
-                "started_at": datetime.now(UTC).isoformat(), "aws_nodegroups": list(spec.old_nodegroups)}
+                "started_at": datetime.now(UTC).isoformat(),
+                "aws_nodegroups": [] if spec.in_place else list(spec.old_nodegroups), "per_pod_cni": spec.in_place}

@@ -29,6 +29,10 @@ ENI_DIFFERENCES = ("prefix_delegation", "custom_networking", "security_groups_fo
 # What to do about a running Cluster Autoscaler or Karpenter: refuse, or go on because the operator
 # has kept it off the node groups in play for the window
 AUTOSCALER_MODES = ("refuse", "acknowledged")
+# The runbook's two strategies: new Cilium nodes beside the old ones, or Cilium beside aws-node on the same
+# nodes (each has its DAG; the param ``strategy`` is fixed per DAG)
+NODE_POOL, IN_PLACE = "node-pool", "in-place"
+STRATEGIES = (NODE_POOL, IN_PLACE)
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,8 @@ class MigrationSpec:
     aws_conn_id: str = "aws_default"
     kubernetes_conn_id: str = "kubernetes_default"
     window: Window | None = None  # the maintenance window of the disruptive steps (None: any time)
+    strategy: str = NODE_POOL
+    restart_namespaces: tuple[str, ...] = ("kube-system",)  # in place: restarted first, in this order
 
     release: str = "cilium"
     cilium_namespace: str = "kube-system"
@@ -108,9 +114,17 @@ class MigrationSpec:
         if not isinstance(old, list | tuple) or not old:
             raise PermanentError("old_nodegroups: give at least one node group name (a list)")
         old_groups = tuple(_name("old_nodegroups", g) for g in old)
+        strategy = _choice("strategy", get("strategy", NODE_POOL), STRATEGIES)
         new = _name("new_nodegroup", get("new_nodegroup", "ng-cilium"))
-        if new in old_groups:
+        if new in old_groups and strategy == NODE_POOL:
             raise PermanentError(f"new_nodegroup: {new!r} is also listed in old_nodegroups")
+        namespaces = get("restart_namespaces", ["kube-system"])
+        if isinstance(namespaces, str):
+            namespaces = [namespaces]
+        if not isinstance(namespaces, list | tuple) or not all(
+                isinstance(n, str) and _DNS_LABEL_RE.match(n) for n in namespaces):
+            raise PermanentError(f"restart_namespaces: {namespaces!r} must be a list of namespace names, "
+                                 "restarted first in that order")
         count = _int("new_node_count", get("new_node_count", 3), minimum=1)
         chart = get("cilium_chart", "twin:cilium")
         if not isinstance(chart, str) or not chart.strip():
@@ -146,7 +160,13 @@ class MigrationSpec:
             window=window_from_params({"window_cron": get("window_cron", ""),
                                        "window_minutes": get("window_minutes", 120),
                                        "window_timezone": get("window_timezone", "UTC")}),
+            strategy=strategy, restart_namespaces=tuple(dict.fromkeys(namespaces)),
         )
+
+    @property
+    def in_place(self) -> bool:
+        """Cilium beside aws-node on the same nodes (no new node group, no fence)."""
+        return self.strategy == IN_PLACE
 
     @property
     def chart_ref(self) -> str:

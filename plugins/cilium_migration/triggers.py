@@ -7,8 +7,10 @@ function the sensor pokes with, run in a thread (``asyncio.to_thread``), through
 The check runs again as soon as a Kubernetes watch on what it reads (``watches.watched``) reports a change,
 through the cncf provider's async client, so a wait ends within a second of its condition turning true;
 while every watch is up, a slow poll (``watches.FALLBACK_POLL_S``) is only a safety net. Checks nothing can be
-watched for (EKS node groups, goldpinger's mesh) and watches the server refuses fall back to polling every
-``poll_interval``; a watch that breaks is resumed with backoff.
+watched for (EKS node groups, goldpinger's mesh) poll every ``UNWATCHED_POLL_S`` (2 s), or three times as
+long as the last check took when that is longer (a mesh of 1,000 pods), never less often than
+``poll_interval``: their condition turns true when the cluster gets there, not on a 10 s grid. Watches the
+server refuses fall back to polling every ``poll_interval``; a watch that breaks is resumed with backoff.
 
 A check that raises is retried inside the trigger, after exponential backoff with full jitter (base
 ``poll_interval``, at most a minute), as ``errors.classify`` says: a temporary error (429, 5xx, EKS
@@ -31,6 +33,7 @@ from cilium_migration.retrying import full_jitter
 from cilium_migration.watches import Watching, watched
 
 MAX_ERROR_BACKOFF_S = 60.0
+UNWATCHED_POLL_S = 2.0  # a check nothing can be watched for is polled this often (at most)
 
 
 class ClusterCheckTrigger(BaseTrigger):
@@ -91,6 +94,7 @@ class ClusterCheckTrigger(BaseTrigger):
                                     "data": {}})
                 return
             changes.clear()  # a change from now on means: check again
+            started = time.monotonic()
             try:
                 verdict = await asyncio.to_thread(checks.run, self.check, clients, **self.arguments)
             except Exception as exc:
@@ -118,7 +122,10 @@ class ClusterCheckTrigger(BaseTrigger):
             if verdict.status == checks.FAILED:
                 yield TriggerEvent({"status": "failed", "message": verdict.message, "data": verdict.data})
                 return
-            await changes.wait(self._within_end_time(changes.interval(self.poll_interval)))
+            delay = changes.interval(self.poll_interval)
+            if not changes.targets:  # nothing to watch: poll as often as the check's cost allows
+                delay = min(delay, max(UNWATCHED_POLL_S, 3 * (time.monotonic() - started)))
+            await changes.wait(self._within_end_time(delay))
 
     def _within_end_time(self, delay: float) -> float:
         return delay if self.end_time is None else min(delay, max(0.0, self.end_time - time.time()))

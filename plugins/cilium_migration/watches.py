@@ -57,7 +57,20 @@ def _cilium_uninstall(args: dict[str, Any]) -> list[Watched]:
 
 
 def _goldpinger_deployment(args: dict[str, Any]) -> list[Watched]:
-    return [Watched.of("apps/v1", "deployments", args["namespace"]), *_pods_and_nodes(args)]
+    endpoints = [Watched.of("cilium.io/v2", "ciliumendpoints", args["namespace"])] if args.get("per_pod") else []
+    return [Watched.of("apps/v1", "deployments", args["namespace"]), *_pods_and_nodes(args), *endpoints]
+
+
+def _pods_and_endpoints(_: dict[str, Any]) -> list[Watched]:
+    return [Watched.of("v1", "pods"), Watched.of("cilium.io/v2", "ciliumendpoints")]
+
+
+_WORKLOAD_PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
+
+
+def _workload(args: dict[str, Any]) -> list[Watched]:
+    ns = args["namespace"]
+    return [Watched.of("apps/v1", _WORKLOAD_PLURALS[args["kind"]], ns), Watched.of("v1", "pods", ns)]
 
 
 WATCHES: dict[str, Callable[[dict[str, Any]], list[Watched]]] = {
@@ -71,6 +84,9 @@ WATCHES: dict[str, Callable[[dict[str, Any]], list[Watched]]] = {
     "goldpinger_on_nodes": _pods_and_nodes,
     "goldpinger_on_cilium": _goldpinger_deployment,
     "workloads_drained": _pods_and_nodes,
+    "nodes_replaced": _nodes,
+    "pods_on_cni": _pods_and_endpoints,
+    "workload_rolled_out": _workload,
 }
 
 

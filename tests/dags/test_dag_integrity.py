@@ -15,9 +15,26 @@ import pytest
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_ID = "eks_cilium_migration"
+IN_PLACE_DAG_ID = "eks_cilium_migration_in_place"
 SCHEDULED_DAG_ID = "eks_cilium_migration_scheduled"
-PHASES = ["preflight", "baseline", "fence_old_cni", "cilium_nodes", "approve_cutover", "cutover",
-          "approve_decommission", "decommission", "rollback"]
+# per migration DAG: its phases in runbook order, its gates (first: proceed's target), its forward phases
+SHAPES: dict[str, dict[str, Any]] = {
+    DAG_ID: {
+        "phases": ["preflight", "baseline", "fence_old_cni", "cilium_nodes", "approve_cutover", "cutover",
+                   "approve_decommission", "decommission", "rollback"],
+        "gates": {"approve_cutover.approve": "cutover.cordon_old_nodes",
+                  "approve_decommission.approve": "decommission.delete_aws_node"},
+        "forward": ("baseline", "fence_old_cni", "cilium_nodes", "cutover", "decommission"),
+    },
+    IN_PLACE_DAG_ID: {
+        "phases": ["preflight", "baseline", "cilium_beside", "approve_restarts", "restart_pods", "approve_removal",
+                   "remove_old_cni", "rollback"],
+        "gates": {"approve_restarts.approve": "restart_pods.restart_workloads",
+                  "approve_removal.approve": "remove_old_cni.delete_aws_node"},
+        "forward": ("baseline", "cilium_beside", "restart_pods", "remove_old_cni"),
+    },
+}
+MIGRATION_DAGS = pytest.mark.parametrize("dag_id", list(SHAPES))
 
 
 def _refuse(*args: Any, **kwargs: Any) -> Any:
@@ -44,8 +61,10 @@ def test_no_import_errors(dagbag: Any) -> None:
     assert dagbag.import_errors == {}, dagbag.import_errors
 
 
-def test_the_migration_dag_is_there(dagbag: Any) -> None:
-    assert DAG_ID in dagbag.dag_ids
+def test_both_strategies_have_their_dag(dagbag: Any) -> None:
+    assert {DAG_ID, IN_PLACE_DAG_ID} <= set(dagbag.dag_ids)
+    assert dagbag.dags[DAG_ID].params["strategy"] == "node-pool"
+    assert dagbag.dags[IN_PLACE_DAG_ID].params["strategy"] == "in-place"
 
 
 def test_every_dag_has_tags_owner_static_start_and_no_schedule(dagbag: Any) -> None:
@@ -73,42 +92,46 @@ def test_every_task_backs_off_and_fails_permanent_errors_at_once(dagbag: Any) ->
             assert isinstance(task.retry_policy, MigrationRetryPolicy), where
 
 
-def test_phases_are_taskgroups_in_runbook_order(dagbag: Any) -> None:
-    dag = dagbag.dags[DAG_ID]
-    groups = [g for g in dag.task_group.children if g in PHASES]
-    assert groups == PHASES
+@MIGRATION_DAGS
+def test_phases_are_taskgroups_in_runbook_order(dagbag: Any, dag_id: str) -> None:
+    phases = SHAPES[dag_id]["phases"]
+    groups = [g for g in dagbag.dags[dag_id].task_group.children if g in phases]
+    assert groups == phases
 
 
-def test_approvals_branch_to_the_right_tasks_and_never_default_to_proceed(dagbag: Any) -> None:
-    dag = dagbag.dags[DAG_ID]
-    cutover = dag.get_task("approve_cutover.approve")
-    decommission = dag.get_task("approve_decommission.approve")
-    assert cutover.options_mapping == {"proceed": "cutover.cordon_old_nodes",
-                                       "roll back": "approve_cutover.rejected"}
-    assert decommission.options_mapping["hold"] == "approve_decommission.hold"
-    for gate in (cutover, decommission):
+@MIGRATION_DAGS
+def test_approvals_branch_to_the_right_tasks_and_never_default_to_proceed(dagbag: Any, dag_id: str) -> None:
+    dag = dagbag.dags[dag_id]
+    (first, first_target), (second, second_target) = SHAPES[dag_id]["gates"].items()
+    gate_one, gate_two = dag.get_task(first), dag.get_task(second)
+    group_one, group_two = first.split(".")[0], second.split(".")[0]
+    assert gate_one.options_mapping == {"proceed": first_target, "roll back": f"{group_one}.rejected"}
+    assert gate_two.options_mapping == {"proceed": second_target, "hold": f"{group_two}.hold",
+                                        "roll back": f"{group_two}.rejected"}
+    for gate in (gate_one, gate_two):
         assert "proceed" not in (gate.defaults or [])
         assert set(gate.options_mapping.values()) == gate.downstream_task_ids
 
 
-def test_rollback_runs_after_any_failed_gate_or_a_rejection(dagbag: Any) -> None:
-    dag = dagbag.dags[DAG_ID]
+@MIGRATION_DAGS
+def test_rollback_runs_after_any_failed_gate_or_a_rejection(dagbag: Any, dag_id: str) -> None:
+    dag = dagbag.dags[dag_id]
     on_failure = dag.get_task("rollback.on_gate_failure")
     start = dag.get_task("rollback.start")
     assert on_failure.trigger_rule == "one_failed"
     assert start.trigger_rule == "one_success"
-    assert start.upstream_task_ids == {"rollback.on_gate_failure", "approve_cutover.rejected",
-                                       "approve_decommission.rejected"}
-    gates = {t.task_id for t in dag.tasks if t.task_id.split(".")[0] in
-             ("baseline", "fence_old_cni", "cilium_nodes", "cutover", "decommission")}
+    approvals = [g.split(".")[0] for g in SHAPES[dag_id]["gates"]]
+    assert start.upstream_task_ids == {"rollback.on_gate_failure", *(f"{g}.rejected" for g in approvals)}
+    gates = {t.task_id for t in dag.tasks if t.task_id.split(".")[0] in SHAPES[dag_id]["forward"]}
     assert gates <= on_failure.upstream_task_ids
     # a branch skips its direct downstream tasks: nothing that must run may hang off an approval
-    for gate in ("approve_cutover.approve", "approve_decommission.approve"):
+    for gate in SHAPES[dag_id]["gates"]:
         assert not dag.get_task(gate).downstream_task_ids & {"rollback.on_gate_failure", "audit_report"}
 
 
-def test_audit_report_runs_whatever_happened(dagbag: Any) -> None:
-    dag = dagbag.dags[DAG_ID]
+@MIGRATION_DAGS
+def test_audit_report_runs_whatever_happened(dagbag: Any, dag_id: str) -> None:
+    dag = dagbag.dags[dag_id]
     report = dag.get_task("audit_report")
     assert report.trigger_rule == "all_done"
     assert report.downstream_task_ids == set()

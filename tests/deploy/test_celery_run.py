@@ -44,8 +44,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from cilium_migration.addons import ADDON_ONLY_ACTIONS
+from cilium_migration.node_roll import IAM_ACTIONS as IN_PLACE_ONLY_ACTIONS
 from localrun.airflow import ROOT, USERNAME
 from localrun.approvals import pick
 from localrun.demo import DAG_ID
@@ -60,6 +62,7 @@ from twin.rbac import (
     covers,
     load_policy,
     permission_matches,
+    policy_from,
 )
 
 # the runs take about 4 minutes, all in the module fixture: the first test's timeout must cover them
@@ -392,6 +395,14 @@ def _watched_by_waits() -> set[tuple[str, str]]:
     return out
 
 
+def _in_place_only_permissions() -> set[str]:
+    """The permissions only the ClusterRole ``cilium-migration-in-place`` grants (this run is node-pool's)."""
+    docs = [d for d in yaml.safe_load_all(CLUSTERROLE.read_text()) if d]
+    in_place = [d for d in docs if d["metadata"]["name"] == "cilium-migration-in-place"]
+    rest = [d for d in docs if d["metadata"]["name"] != "cilium-migration-in-place"]
+    return {str(p) for p in policy_from(in_place).permissions()} - {str(p) for p in policy_from(rest).permissions()}
+
+
 def test_every_permission_of_the_clusterrole_was_used(runs: Runs) -> None:
     """Every permission is used, except three kinds, each justified by what the DAG does: ``patch`` on a
     resource it created through Helm (a ``helm upgrade`` patches whatever the new revision changes: a
@@ -399,6 +410,7 @@ def test_every_permission_of_the_clusterrole_was_used(runs: Runs) -> None:
     ``escalate``), and ``watch`` on what the waits watch (a wait watches only once it defers, and whether
     it defers depends on how fast the cluster got there)."""
     requests = _kube_requests(runs)
+    in_place_only = _in_place_only_permissions()  # the in-place DAG's (tests/e2e/test_in_place.py uses them)
     created = {(r.api_group, r.resource) for r in requests if r.verb == "create" and not r.subresource}
     for_roles = _held_for_created_roles(runs)
     watched = _watched_by_waits()
@@ -406,7 +418,7 @@ def test_every_permission_of_the_clusterrole_was_used(runs: Runs) -> None:
               if p.verb not in AUTHORIZATION_ONLY_VERBS and not any(permission_matches(p, r) for r in requests)
               and not (p.verb == "patch" and (p.api_group, p.resource) in created)
               and not (p.verb == "watch" and (p.api_group, p.resource) in watched)
-              and (p.verb, p.api_group, p.resource) not in for_roles]
+              and (p.verb, p.api_group, p.resource) not in for_roles and str(p) not in in_place_only]
     used = sorted({f"{r.verb} {r.api_group or 'core'}/{r.resource}{'/' + r.subresource if r.subresource else ''}"
                    for r in requests if r.resource})
     assert not unused, f"unused permissions: {unused}\nthe DAG used: {used}"
@@ -450,7 +462,8 @@ def test_iam_policy_lists_exactly_the_aws_actions_the_dag_called(runs: Runs) -> 
     called = {r.iam_action for r in requests}
     # the default scenario's aws-node is self-managed: the add-on writes are exercised, and checked
     # against the policy, by tests/integration/test_vpc_cni_addon.py on a managed add-on twin
-    expected = allowed - ADDON_ONLY_ACTIONS
+    # the in-place DAG's node roll terminates instances: tests/e2e/test_in_place.py runs it under the policy
+    expected = allowed - ADDON_ONLY_ACTIONS - IN_PLACE_ONLY_ACTIONS
     assert called == expected, f"called {sorted(called)}; the policy allows {sorted(expected)} (+ add-on writes)"
 
 

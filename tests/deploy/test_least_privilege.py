@@ -257,8 +257,20 @@ def test_the_clusterrole_file_binds_the_migration_user_without_wildcards() -> No
     for p in policy.permissions():
         assert "*" not in (p.verb, p.api_group, p.resource, p.resource_name, p.non_resource_url), p
     assert {p.namespace for p in policy.permissions() if p.resource == "secrets"} == {"kube-system"}
-    kinds = [d["kind"] for d in yaml.safe_load_all(CLUSTERROLE.read_text()) if d]
-    assert sorted(kinds) == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+    kinds = [(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(CLUSTERROLE.read_text()) if d]
+    assert sorted(kinds) == [("ClusterRole", "cilium-migration"), ("ClusterRole", "cilium-migration-in-place"),
+                             ("ClusterRoleBinding", "cilium-migration"),
+                             ("ClusterRoleBinding", "cilium-migration-in-place"),
+                             ("Role", "cilium-migration-helm-release"), ("RoleBinding", "cilium-migration-helm-release")]
+
+
+def test_the_in_place_role_only_reads_and_restarts() -> None:
+    """What only the in-place DAG needs: read CiliumEndpoints and budgets, restart StatefulSets."""
+    docs = [d for d in yaml.safe_load_all(CLUSTERROLE.read_text()) if d]
+    [role] = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "cilium-migration-in-place"]
+    verbs = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert verbs == {("cilium.io", "ciliumendpoints"): {"list", "watch"}, ("policy", "poddisruptionbudgets"): {"list"},
+                     ("apps", "statefulsets"): {"get", "list", "watch", "patch"}}
 
 
 def test_the_iam_policy_names_its_actions_and_resources() -> None:
@@ -270,8 +282,11 @@ def test_the_iam_policy_names_its_actions_and_resources() -> None:
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         assert all("*" not in a for a in actions), actions
         service = {a.split(":")[0] for a in actions}
-        assert service in ({"eks"}, {"iam"}), actions
-        if service == {"eks"}:
+        assert service in ({"eks"}, {"iam"}, {"ec2"}), actions
+        if service == {"ec2"}:  # the in-place roll: only the cluster's own instances (their EKS tag)
+            assert actions == ["ec2:TerminateInstances"], actions
+            assert statement["Condition"] == {"StringEquals": {"aws:ResourceTag/eks:cluster-name": "${CLUSTER_NAME}"}}
+        elif service == {"eks"}:
             assert all(r.startswith("arn:aws:eks:${AWS_REGION}:${AWS_ACCOUNT_ID}:") and "${CLUSTER_NAME}" in r
                        for r in resources), resources
         else:

@@ -30,6 +30,7 @@ from twin.resources import DAEMONSETS, NODES, PODS, ResourceType
 from twin.store import Obj
 
 DAG_ID = "eks_cilium_migration"
+IN_PLACE_DAG_ID = "eks_cilium_migration_in_place"
 OLD_GROUP, NEW_GROUP = "ng-1", "ng-cilium"
 NODEGROUP_LABEL = "eks.amazonaws.com/nodegroup"
 CNI_LABEL = "cni"
@@ -52,6 +53,7 @@ class Run:
     tasks: dict[str, str | None]
     answered: list[tuple[str, str]] = field(default_factory=list)  # (task_id, option)
     bodies: dict[str, str] = field(default_factory=dict)  # task_id -> evidence shown
+    dag_id: str = DAG_ID
 
 
 def conf_for(cluster: Any, **overrides: Any) -> dict[str, Any]:
@@ -70,11 +72,11 @@ def conf_for(cluster: Any, **overrides: Any) -> dict[str, Any]:
 
 def drive(rest: AirflowRest, conf: Mapping[str, Any], *, answers: Mapping[str, str],
           after_trigger: Callable[[str], None] | None = None, timeout: float = RUN_TIMEOUT_S,
-          unanswered: Iterable[str] = ()) -> Run:
+          unanswered: Iterable[str] = (), dag_id: str = DAG_ID) -> Run:
     """Trigger a run, answer its approvals from ``answers`` (gate task id -> wanted option prefix), wait
     for the end. Gates in ``unanswered`` are left waiting (their response timeout decides). A run still
     going when this raises is marked failed (the DAG allows one active run)."""
-    run_id = rest.trigger(DAG_ID, dict(conf))
+    run_id = rest.trigger(dag_id, dict(conf))
     answered: list[tuple[str, str]] = []
     bodies: dict[str, str] = {}
     left = frozenset(unanswered)
@@ -85,7 +87,7 @@ def drive(rest: AirflowRest, conf: Mapping[str, Any], *, answers: Mapping[str, s
         wanted = answers.get(approval.task_id)
         if wanted is None:
             raise AssertionError(f"unexpected approval {approval.task_id!r}: {approval.subject}\n"
-                                 + explain(rest, run_id))
+                                 + explain(rest, run_id, dag_id=dag_id))
         option = pick(approval, wanted=wanted).option
         answered.append((approval.task_id, option))
         bodies[approval.task_id] = approval.body
@@ -94,38 +96,41 @@ def drive(rest: AirflowRest, conf: Mapping[str, Any], *, answers: Mapping[str, s
     try:
         if after_trigger is not None:
             after_trigger(run_id)
-        state = rest.follow(DAG_ID, run_id, decide=decide, timeout=timeout, poll=1.0)
+        state = rest.follow(dag_id, run_id, decide=decide, timeout=timeout, poll=1.0)
     except BaseException:
-        stop_run(rest, run_id)
+        stop_run(rest, run_id, dag_id=dag_id)
         raise
-    return Run(run_id, state, rest.task_states(DAG_ID, run_id), answered, bodies)
+    return Run(run_id, state, rest.task_states(dag_id, run_id), answered, bodies, dag_id)
 
 
-def stop_run(rest: AirflowRest, run_id: str) -> None:
+def stop_run(rest: AirflowRest, run_id: str, *, dag_id: str = DAG_ID) -> None:
     """Mark a run failed if it has not ended (best effort: used while cleaning up)."""
     try:
-        if rest.run_state(DAG_ID, run_id) not in ("success", "failed"):
-            rest.request("PATCH", f"/dags/{DAG_ID}/dagRuns/{run_id}", json={"state": "failed"})
+        if rest.run_state(dag_id, run_id) not in ("success", "failed"):
+            rest.request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": "failed"})
     except requests.RequestException:
         pass
 
 
 def stop_active_runs(rest: AirflowRest) -> None:
-    """Mark every queued or running run of the DAG failed (a test that died must not block the next)."""
-    try:
-        runs = rest.request("GET", f"/dags/{DAG_ID}/dagRuns", params={"limit": 100}).get("dag_runs", [])
-    except requests.RequestException:
-        return
-    for run in runs:
-        if run.get("state") in ("queued", "running"):
-            stop_run(rest, run["dag_run_id"])
+    """Mark every queued or running run of either migration DAG failed (a test that died must not block
+    the next)."""
+    for dag_id in (DAG_ID, IN_PLACE_DAG_ID):
+        try:
+            runs = rest.request("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100}).get("dag_runs", [])
+        except requests.RequestException:
+            continue
+        for run in runs:
+            if run.get("state") in ("queued", "running"):
+                stop_run(rest, run["dag_run_id"], dag_id=dag_id)
 
 
-def explain(rest: AirflowRest, run: Run | str, *, lines: int = 40) -> str:
+def explain(rest: AirflowRest, run: Run | str, *, lines: int = 40, dag_id: str = DAG_ID) -> str:
     """Task states, then the last ``lines`` log lines of every failed try: the message of a failed check."""
     run_id = run.run_id if isinstance(run, Run) else run
+    dag_id = run.dag_id if isinstance(run, Run) else dag_id
     try:
-        data = rest.request("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
+        data = rest.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
     except requests.RequestException as exc:
         return f"(could not read task instances of {run_id}: {exc})"
     tis = sorted(data["task_instances"], key=lambda ti: (ti.get("start_date") or "~", ti["task_id"]))
@@ -134,16 +139,16 @@ def explain(rest: AirflowRest, run: Run | str, *, lines: int = 40) -> str:
         if ti["state"] != "failed":
             continue
         for attempt in range(1, int(ti.get("try_number") or 1) + 1):
-            log = task_log(rest, run_id, ti["task_id"], attempt)
+            log = task_log(rest, run_id, ti["task_id"], attempt, dag_id=dag_id)
             tail = "\n".join(log.splitlines()[-lines:])
             out.append(f"---- {ti['task_id']} try {attempt} ----\n{tail}")
     return "\n".join(out)
 
 
-def task_log(rest: AirflowRest, run_id: str, task_id: str, try_number: int) -> str:
+def task_log(rest: AirflowRest, run_id: str, task_id: str, try_number: int, *, dag_id: str = DAG_ID) -> str:
     """One try's log as text: each event, and each exception's type and message (``error_detail``)."""
     try:
-        data = rest.request("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+        data = rest.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
                             headers={"Accept": "application/json"})
     except requests.RequestException as exc:
         return f"(no log: {exc})"
@@ -162,15 +167,15 @@ def task_log(rest: AirflowRest, run_id: str, task_id: str, try_number: int) -> s
     return "\n".join(lines)
 
 
-def hitl_details(rest: AirflowRest, run_id: str) -> dict[str, dict[str, Any]]:
+def hitl_details(rest: AirflowRest, run_id: str, *, dag_id: str = DAG_ID) -> dict[str, dict[str, Any]]:
     """gate task id -> its Human-in-the-loop detail over REST (``hitlDetails``): request and response."""
-    data = rest.request("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/hitlDetails")
+    data = rest.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/hitlDetails")
     return {d["task_instance"]["task_id"]: d for d in data.get("hitl_details", [])}
 
 
-def clear_tasks(rest: AirflowRest, run_id: str, task_ids: Iterable[str]) -> None:
+def clear_tasks(rest: AirflowRest, run_id: str, task_ids: Iterable[str], *, dag_id: str = DAG_ID) -> None:
     """Re-run these tasks of a finished run, and nothing downstream of them."""
-    rest.request("POST", f"/dags/{DAG_ID}/clearTaskInstances",
+    rest.request("POST", f"/dags/{dag_id}/clearTaskInstances",
                  json={"dry_run": False, "task_ids": list(task_ids), "dag_run_id": run_id,
                        "only_failed": False, "include_downstream": False, "include_upstream": False,
                        "reset_dag_runs": True})
@@ -514,7 +519,8 @@ class ReportTab:
     screenshots: list[Path]
 
 
-def open_report_tab(base_url: str, username: str, password: str, run_id: str, name: str) -> ReportTab:
+def open_report_tab(base_url: str, username: str, password: str, run_id: str, name: str, *,
+                    dag_id: str = DAG_ID) -> ReportTab:
     """Headless Chromium: sign in through the auth manager's login form, open the run's page, click its
     "Migration report" tab, read the report inside the tab's iframe, and save two screenshots under
     ``run/screenshots/``: ``<name>-tab.png`` (the run page with the tab open) and ``<name>-report.png``
@@ -541,7 +547,7 @@ def open_report_tab(base_url: str, username: str, password: str, run_id: str, na
         driver.find_element(By.NAME, "password").send_keys(password)
         driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         wait.until(lambda d: "/auth/login" not in d.current_url and d.get_cookie("_token"))
-        driver.get(f"{base_url}/dags/{quote(DAG_ID, safe='')}/runs/{quote(run_id, safe='')}")
+        driver.get(f"{base_url}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}")
         tab = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "a[title='Migration report']")))
         tab.click()
         wait.until(lambda d: d.current_url.endswith("/plugin/migration-report"))
@@ -574,7 +580,7 @@ def assert_report_of(rest: AirflowRest, twin: Twin, run: Run, *, outcome: str, a
     wrote (``dag_writes``), it holds no private key; both downloads are files; the run's note
     summarises it with a link to the tab; and a browser shows the tab with the outcome, every approval's
     approver, every change and both plots."""
-    report = rest.xcom(DAG_ID, run.run_id, "audit_report", key="report")
+    report = rest.xcom(run.dag_id, run.run_id, "audit_report", key="report")
     assert isinstance(report, dict) and report.get("outcome") == outcome, report
     assert report_writes(report) == dag_writes(twin), (
         f"only in the report: {sorted(report_writes(report) - dag_writes(twin))}\n"
@@ -582,14 +588,15 @@ def assert_report_of(rest: AirflowRest, twin: Twin, run: Run, *, outcome: str, a
     text = json.dumps(report)
     assert "PRIVATE KEY" not in text and "UFJJVkFURSBLRVkt" not in text and twin.rbac_token not in text
 
-    tab = open_report_tab(rest.base_url, rest.username, rest.password, run.run_id, screenshot_name)
+    tab = open_report_tab(rest.base_url, rest.username, rest.password, run.run_id, screenshot_name,
+                          dag_id=run.dag_id)
     for fmt, media in (("md", "text/markdown"), ("html", "text/html")):
         resp = rest.session.get(f"{rest.base_url}{tab.tab_url.removeprefix(rest.base_url)}",
                                 params={"format": fmt}, timeout=60)
         assert resp.ok and resp.headers["content-type"].startswith(media), resp.text[:300]
         assert resp.headers["content-disposition"].startswith("attachment; filename=") and outcome in resp.text
 
-    details = rest.request("GET", f"/dags/{DAG_ID}/dagRuns/{run.run_id}")
+    details = rest.request("GET", f"/dags/{run.dag_id}/dagRuns/{run.run_id}")
     note = details.get("note") or ""
     assert note.startswith(f"Cilium migration: **{outcome}**") and "/plugin/migration-report)" in note, note
 

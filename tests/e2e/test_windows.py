@@ -9,7 +9,12 @@ answer (the HITL detail holds it) but defers (state ``deferred``: no worker slot
 window opens the gate branches to the cutover, which starts inside the window (the cordon after the
 opening); "hold" at the decommission gate then ends the run early (``success``).
 
-Not here (unit level, ``tests/unit/test_windows.py``): a window too short for the next batch.
+A window too short for the next batch: the cluster has one Deployment whose pod turns Ready only
+``SLOW_READY_S`` (60) seconds after it starts (its readiness probe's ``initialDelaySeconds``), sorted
+first so it is in the move's first batch. That batch's replacement is waited for in the triggerer
+(``BatchReplacedTrigger``) and takes a minute, which leaves less than a minute of the 2-minute window:
+the move does not start its second batch, says why, and waits for the following window (3 minutes after
+the first opened), where the remaining batches run.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from tests.e2e.helpers import (
     DAG_ID,
     DECOMMISSION_GATE,
     OLD_GROUP,
+    apps,
     conf_for,
     explain,
     hitl_details,
@@ -43,6 +49,19 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # a loaded machine: th
 WINDOW = Window("*/3 * * * *", 2, "Europe/Paris")
 MARGIN = timedelta(seconds=40)  # time for the gate to resume and defer before the window opens
 FIRST_DISRUPTIVE = "cutover.cordon_old_nodes"
+MOVE = "cutover.move_workloads"
+SLOW_READY_S = 60  # one batch this long leaves too little of a 2-minute window for the next
+
+
+def slow_ready_deployment(name: str = "aaa-slow-ready") -> dict[str, Any]:
+    """One replica whose pod is Ready only ``SLOW_READY_S`` after it starts; sorts first among the
+    workload pods (namespace ``default``), so it is in the move's first batch."""
+    labels = {"app": name}
+    probe = {"httpGet": {"path": "/", "port": 8080}, "initialDelaySeconds": SLOW_READY_S}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": {"containers": [
+                         {"name": "app", "image": "nginx:1.27", "readinessProbe": probe}]}}}}
 
 
 def parse(ts: str | None) -> datetime | None:
@@ -54,7 +73,9 @@ def test_proceed_outside_the_window_waits_without_a_worker_slot_then_the_cutover
     twin = cluster.twin
     seen: dict[str, Any] = {}
     done = threading.Event()
-    run_id = airflow.trigger(DAG_ID, conf_for(cluster, **WINDOW.to_params()))
+    apps(twin).create_namespaced_deployment("default", slow_ready_deployment())
+    run_id = airflow.trigger(DAG_ID, conf_for(cluster, **WINDOW.to_params(),
+                                              timeouts={"eviction": 3 * SLOW_READY_S}))
 
     def decide(approval: PendingApproval) -> str | None:
         if approval.task_id == DECOMMISSION_GATE:
@@ -110,5 +131,14 @@ def test_proceed_outside_the_window_waits_without_a_worker_slot_then_the_cutover
     cordon = airflow.request("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{FIRST_DISRUPTIVE}")
     started = parse(cordon.get("start_date"))
     assert cordon["state"] == "success" and started is not None and started >= seen["opens"], cordon
-    assert tasks["cutover.move_workloads"] == "success", why
+    assert tasks[MOVE] == "success", why
+
+    # the first batch (the slow pod's) left too little of the window: the next waited for the following one
+    move = airflow.request("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{MOVE}")
+    move_log = task_log(airflow, run_id, MOVE, int(move.get("try_number") or 1))
+    assert "waiting in the triggerer" in move_log, move_log  # the long batch waited without a slot
+    assert "would not finish before the window closes" in move_log, move_log
+    moved_at = parse(move.get("end_date"))
+    following = WINDOW.next_start(seen["opens"] + timedelta(seconds=1))
+    assert moved_at is not None and moved_at >= following, (move, following)
     assert tasks["approve_decommission.hold"] == "success", why

@@ -412,6 +412,20 @@ class TestDeployments:
         status = store.must_get(DEPLOYMENTS, "default", "web")["status"]
         assert status["updatedReplicas"] == status["readyReplicas"] == 4
 
+    def test_a_readiness_probe_initial_delay_keeps_the_running_pod_unready_that_long(
+            self, store: Store, cluster: list[Controller]) -> None:
+        slow = deployment("slow", 1)
+        slow["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = {
+            "httpGet": {"path": "/", "port": 80}, "initialDelaySeconds": 2}
+        store.create(DEPLOYMENTS, slow)
+        run_until(cluster, lambda: any(p["status"].get("phase") == "Running" for p in pods_of(store, "slow")),
+                  what="slow running")
+        running_at = time.monotonic()
+        [pod] = pods_of(store, "slow")
+        assert not pod_ready(pod)
+        run_until(cluster, lambda: deployment_complete(store, "slow"), what="slow ready", timeout=10)
+        assert time.monotonic() - running_at >= 1.0  # whole-second timestamps: at least delay - 1 s
+
     @pytest.mark.parametrize("replicas", [pytest.param(5, id="up"), pytest.param(1, id="down")])
     def test_replicas_change_scales(self, store: Store, cluster: list[Controller], replicas: int) -> None:
         store.create(DEPLOYMENTS, deployment("web", 3))

@@ -4,17 +4,39 @@ from __future__ import annotations
 
 import pytest
 
-from cilium_migration.params import dag_params, schemas
-from cilium_migration.spec import MigrationSpec
+from cilium_migration.params import dag_params, schemas, strategy_schemas
+from cilium_migration.spec import IN_PLACE, NODE_POOL, MigrationSpec
+
+SHARED = {"cluster_name", "region", "old_nodegroups", "cilium_chart", "cilium_version", "cilium_values",
+          "egress_masquerade_interface", "goldpinger_namespace", "deploy_goldpinger", "eviction_batch_size",
+          "force_evictions", "allow_network_policies", "timeouts", "dry_run", "aws_conn_id",
+          "kubernetes_conn_id", "accept_eni_differences", "check_operator_iam", "autoscaler", "window_cron",
+          "window_minutes", "window_timezone", "strategy"}
 
 
-def test_every_spec_field_the_brief_names_is_a_param() -> None:
-    assert set(schemas()) == {
-        "cluster_name", "region", "old_nodegroups", "new_nodegroup", "new_node_count", "cilium_chart",
-        "cilium_version", "cilium_values", "egress_masquerade_interface", "goldpinger_namespace",
-        "deploy_goldpinger", "eviction_batch_size", "force_evictions", "allow_network_policies", "timeouts",
-        "dry_run", "aws_conn_id", "kubernetes_conn_id", "accept_eni_differences", "check_operator_iam",
-        "autoscaler", "window_cron", "window_minutes", "window_timezone"}
+def test_every_spec_field_the_brief_names_is_a_param_of_the_node_pool_dag() -> None:
+    assert set(strategy_schemas(NODE_POOL)) == SHARED | {"new_nodegroup", "new_node_count"}
+
+
+def test_the_in_place_dag_has_no_new_node_group_but_a_restart_order() -> None:
+    assert set(strategy_schemas(IN_PLACE)) == SHARED | {"restart_namespaces"}
+
+
+@pytest.mark.parametrize("strategy", [NODE_POOL, IN_PLACE])
+def test_each_dag_fixes_its_strategy(strategy: str) -> None:
+    from airflow.sdk.definitions.param import ParamsDict, ParamValidationError
+
+    params = ParamsDict(dag_params(strategy))
+    assert params.validate()["strategy"] == strategy
+    other = IN_PLACE if strategy == NODE_POOL else NODE_POOL
+    with pytest.raises(ParamValidationError, match="strategy"):
+        params["strategy"] = other
+
+
+def test_in_place_defaults_make_an_in_place_spec() -> None:
+    defaults = {name: schema["default"] for name, schema in strategy_schemas(IN_PLACE).items()}
+    spec = MigrationSpec.from_params(defaults)
+    assert spec.in_place and spec.restart_namespaces == ("kube-system",)
 
 
 def test_param_defaults_make_a_valid_spec() -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from cilium_migration.progress import PHASES, ROLLBACK, Progress, phase_of
+from cilium_migration.progress import IN_PLACE_PHASES, NODE_POOL_PHASES, PHASES, ROLLBACK, Progress, phase_of
+
+NODE_POOL_ORDER = [p for p in PHASES if p not in IN_PLACE_PHASES]
+IN_PLACE_ORDER = [p for p in PHASES if p not in NODE_POOL_PHASES]
 
 
 def test_a_tasks_phase_is_its_task_group() -> None:
@@ -19,11 +22,13 @@ def test_no_record_holds_nothing_back_and_any_phase_moves_it() -> None:
     assert all(empty.moves_to(p, "run-1") for p in PHASES)
 
 
-@pytest.mark.parametrize("earlier", PHASES[:-1])
-def test_a_step_behind_the_recorded_phase_is_held_back_and_says_why(earlier: str) -> None:
-    record = Progress("decommission", "run-1")
+@pytest.mark.parametrize(("earlier", "last"), [
+    *((p, "decommission") for p in NODE_POOL_ORDER[:-1]), *((p, "remove_old_cni") for p in IN_PLACE_ORDER[:-1])])
+def test_a_step_behind_the_recorded_phase_is_held_back_and_says_why(earlier: str, last: str) -> None:
+    """In each strategy's own order (the in-place DAG's phases sit between the node-pool one's)."""
+    record = Progress(last, "run-1")
     reason = record.why_not(earlier, "run-1")
-    assert reason is not None and "decommission" in reason and "roll back" in reason
+    assert reason is not None and last in reason and "roll back" in reason
     assert record.why_not(earlier, "run-2") is not None, "another run (a resumed one) may not go back either"
     assert not record.moves_to(earlier, "run-1"), "the record never moves back"
 
@@ -46,3 +51,15 @@ def test_after_a_rollback_this_runs_forward_steps_change_nothing_and_a_new_run_s
 
 def test_rollback_steps_are_never_held_back() -> None:
     assert Progress("decommission", "run-1").why_not("rollback", "run-1") is None
+
+
+@pytest.mark.parametrize(("recorded", "in_place"), [("cutover", True), ("restart_pods", False)])
+def test_a_migration_of_the_other_strategy_under_way_is_named(recorded: str, in_place: bool) -> None:
+    reason = Progress(recorded, "run-1").other_strategy(in_place)
+    assert reason is not None and recorded in reason and "run-1" in reason
+
+
+@pytest.mark.parametrize("recorded", [None, "preflight", "baseline", ROLLBACK])
+def test_a_record_both_strategies_share_blocks_neither(recorded: str | None) -> None:
+    assert Progress(recorded, "run-1").other_strategy(True) is None
+    assert Progress(recorded, "run-1").other_strategy(False) is None

@@ -114,3 +114,20 @@ def test_backoff_grows_with_full_jitter_and_never_passes_the_end_time(failures: 
     assert all(0 <= trigger._backoff(failures) <= min(60.0, 2.0 * 2 ** (failures - 1)) for _ in range(50))
     ending = ClusterCheckTrigger(**{**KWARGS, "poll_interval": 2.0, "end_time": time.time() + 0.5})
     assert ending._backoff(failures) <= 0.5
+
+
+def test_a_check_nothing_watches_is_polled_every_two_seconds_not_every_poll_interval(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """goldpinger's mesh cannot be watched: with a 10 s poll interval its second check still comes about
+    2 s after the first (so the wait ends when the mesh gets there, not on a 10 s grid)."""
+    times: list[float] = []
+
+    def scripted(clients: object, **kwargs: Any) -> checks.Verdict:
+        times.append(time.monotonic())
+        return checks.Verdict(checks.DONE if len(times) == 2 else checks.WAITING, "mesh")
+
+    monkeypatch.setitem(checks.CHECKS, "mesh_healthy", scripted)
+    trigger = ClusterCheckTrigger(**{**KWARGS, "check": "mesh_healthy", "arguments": {}, "poll_interval": 10.0})
+    events = asyncio.run(asyncio.wait_for(_events(trigger), timeout=8))
+    assert events[0]["status"] == "success"
+    assert 1.5 <= times[1] - times[0] < 5.0

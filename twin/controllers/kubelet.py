@@ -15,6 +15,9 @@ Rules:
 - Each start is recorded as a delay (``twin.delays``: ``agent-start`` or ``pod-start``, ``pod_start_s``
   from the moment the pod could start).
 - A pod's network never changes after wiring: pods keep their CNI until they are replaced.
+- A workload pod (not a CNI agent) whose containers have a ``readinessProbe`` with ``initialDelaySeconds``
+  runs at once but turns Ready only that many seconds (the largest of its containers', unscaled: the
+  pod's own figure) after it started, as the kubelet does not probe before then.
 - A CNI agent pod on a node in ``faults.agent_never_ready`` (by node or node-group name) runs but never
   turns Ready (its readiness probe fails); it turns Ready once the fault is lifted.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from datetime import datetime
 from typing import Any
 
 from twin.controllers.base import (
@@ -94,6 +98,8 @@ class Kubelet(Controller):
             if pod.get("status", {}).get("phase") == "Running":
                 if agent is not None:
                     self._follow_probe(pod, node)
+                elif not condition_true(pod, "Ready"):
+                    self._follow_initial_delay(pod)
                 continue
             live.add(uid)
             cni: str | None = None
@@ -111,7 +117,10 @@ class Kubelet(Controller):
                 self._mark_creating(pod, node)
                 self.wake_in(wait)
                 continue
-            if self._start(pod, node, cni, ready=agent is None or not self._blocked(node)):
+            delayed = agent is None and readiness_delay_s(pod) > 0
+            if self._start(pod, node, cni, ready=not delayed and (agent is None or not self._blocked(node))):
+                if delayed:
+                    self.wake_in(readiness_delay_s(pod))
                 meta = pod["metadata"]
                 self.store.delays.record(
                     "agent-start" if agent is not None else "pod-start", f"pod {meta['namespace']}/{meta['name']}",
@@ -208,6 +217,18 @@ class Kubelet(Controller):
         self.patch(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"],
                    lambda p: self._set_readiness(p, ready), status=True)
 
+    def _follow_initial_delay(self, pod: Obj) -> None:
+        """A running workload pod turns Ready once its readiness probe's initial delay has passed."""
+        started = _started_at(pod)
+        if started is None:
+            return
+        left = started + readiness_delay_s(pod) - time.time()
+        if left > 0:
+            self.wake_in(left)
+            return
+        self.patch(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"],
+                   lambda p: self._set_readiness(p, True), status=True)
+
     def _allocate(self, node: Obj) -> str:
         name = node["metadata"]["name"]
         prefix = pod_range(node)
@@ -219,3 +240,18 @@ class Kubelet(Controller):
                 self._cursor[name] = host
                 return prefix + str(host)
         raise RuntimeError(f"node {name} has no free pod address")
+
+
+def readiness_delay_s(pod: Obj) -> float:
+    """The longest ``readinessProbe.initialDelaySeconds`` of the pod's containers (0 without one)."""
+    return float(max((int((c.get("readinessProbe") or {}).get("initialDelaySeconds") or 0)
+                      for c in (pod.get("spec") or {}).get("containers") or []), default=0))
+
+
+def _started_at(pod: Obj) -> float | None:
+    """When the pod's first container started running (epoch seconds), from its status."""
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        at = ((cs.get("state") or {}).get("running") or {}).get("startedAt")
+        if at:
+            return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+    return None

@@ -9,9 +9,18 @@ Rules:
   pods that DaemonSets do not own deleted (their controllers recreate them elsewhere), and after
   ``node_drain_s`` the Node and whatever pods are left on it are deleted (what pod GC does).
 - Nodes of a group that no longer exists are drained as if its desired size were 0.
-- Groups named in ``faults.stuck_nodegroups`` never change while they are stuck.
+- A node whose EC2 instance was terminated (``ec2:TerminateInstances``, ``twin.ec2_api``: EC2's state,
+  polled like moto's) is not drained: nothing is cordoned or evicted, and ``node_drain_s`` after the
+  termination the Node and the pods left on it are deleted (the cloud controller and pod GC), of any
+  group or none. Until then it stays as it was (the twin does not model the kubelet going silent). From
+  the termination on it no longer counts towards its group's size, so the Auto Scaling group launches a
+  replacement: a new node (new name, IP and instance id; an empty CNI directory) registers
+  ``node_provision_s + faults.slow_provisioning_s`` after the termination, as on growth. A node already
+  being drained when its instance is terminated goes by the earlier deadline and is not replaced.
+- Groups named in ``faults.stuck_nodegroups`` never change while they are stuck: a terminated instance's
+  node still goes, but its replacement launches only once the group is no longer stuck.
 - Each registration is recorded as a delay (``twin.delays``: ``node-boot``, the provisioning delay it
-  waited out), each deletion as a ``node-drain``.
+  waited out), each deletion as a ``node-drain`` (waiting on the scale-down or on the termination).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from typing import Any
 
 from twin.config import Timing
 from twin.controllers.base import NODEGROUP_LABEL, Controller, controller_ref
+from twin.ec2_api import ec2_instances, instance_id
 from twin.eks import NodeGroupState, read_nodegroups
 from twin.faults import Faults
 from twin.resources import NODES, PODS
@@ -62,8 +72,8 @@ class NodeGroupController(Controller):
     ) -> None:
         super().__init__(store, timing, faults)
         self.region, self.cluster, self.kubernetes_version = region, cluster, kubernetes_version
-        self._launching: dict[str, list[tuple[float, float]]] = {}  # group -> (register at, delay) per node
-        self._draining: dict[str, tuple[float, str]] = {}  # node name -> (monotonic deletion time, group)
+        self._launching: dict[str, list[tuple[float, float, str]]] = {}  # group -> (register at, delay, why)
+        self._draining: dict[str, tuple[float, str]] = {}  # node name -> (monotonic deletion time, why)
         self._serial = 0
 
     def reconcile(self) -> None:
@@ -71,13 +81,15 @@ class NodeGroupController(Controller):
         if groups is None:
             groups = []
         now = time.monotonic()
+        all_nodes = list(self.store.iter_all(NODES))
         nodes_by_group: dict[str, list[Obj]] = {}
-        for node in self.store.iter_all(NODES):
+        for node in all_nodes:
             group = (node["metadata"].get("labels") or {}).get(NODEGROUP_LABEL)
             if group:
                 nodes_by_group.setdefault(group, []).append(node)
         stuck = set(self.faults.stuck_nodegroups)
         known = {g.name for g in groups}
+        self._take_terminated(all_nodes, {g.name: g for g in groups if g.name not in stuck}, now)
         for group in groups:
             if group.name not in stuck:
                 self._follow(group, nodes_by_group.get(group.name, []), now)
@@ -95,7 +107,8 @@ class NodeGroupController(Controller):
         missing = group.desired - len(live) - len(launching)
         if missing > 0:
             delay = self.timing.node_provision_s + self.faults.slow_provisioning_s
-            launching.extend([(now + delay, delay)] * missing)
+            why = f"node group {group.name} scaled to {group.desired}"
+            launching.extend([(now + delay, delay, why)] * missing)
             self.wake_in(delay)
         elif missing < 0:
             surplus = -missing
@@ -106,10 +119,10 @@ class NodeGroupController(Controller):
         due = [t for t in launching if t[0] <= now]
         if due:
             self._launching[group.name] = [t for t in launching if t[0] > now]
-            for at, delay in due:
+            for at, delay, why in due:
                 name = self._register(group)
                 self.store.delays.record("node-boot", f"node {name}", started=at - delay, duration_s=delay,
-                                         waiting_on=f"node group {group.name} scaled to {group.desired}")
+                                         waiting_on=why)
 
     def _shrink(self, live: list[Obj], count: int, now: float) -> None:
         """Drain the ``count`` newest nodes."""
@@ -123,20 +136,46 @@ class NodeGroupController(Controller):
             if name in self._draining:
                 continue
             group = (node["metadata"].get("labels") or {}).get(NODEGROUP_LABEL, "")
-            self._draining[name] = (now + self.timing.node_drain_s, group)
+            self._draining[name] = (now + self.timing.node_drain_s, f"node group {group} scaled down")
             self.wake_in(self.timing.node_drain_s)
             self.patch(NODES, None, name, _cordon)
             for pod in self.store.list(PODS, node_name=name)[0]:
                 if (controller_ref(pod) or {}).get("kind") != "DaemonSet":
                     self.delete(PODS, pod)
 
+    def _take_terminated(self, nodes: list[Obj], replaceable: dict[str, NodeGroupState], now: float) -> None:
+        """Schedule the deletion of every node whose instance was terminated, and its group's replacement
+        (for groups in ``replaceable``), both timed from the termination."""
+        terminated = ec2_instances(self.store).terminated()
+        if not terminated:
+            return
+        for node in nodes:
+            instance = instance_id(node)
+            at = terminated.get(instance or "")
+            if at is None:
+                continue
+            name = node["metadata"]["name"]
+            deadline, why = at + self.timing.node_drain_s, f"instance {instance} terminated"
+            draining = self._draining.get(name)
+            if draining is not None:  # already going (a scale-down, or this termination seen before)
+                if deadline < draining[0]:
+                    self._draining[name] = (deadline, why)
+                continue
+            self._draining[name] = (deadline, why)
+            self.wake_in(deadline - now)
+            group = replaceable.get((node["metadata"].get("labels") or {}).get(NODEGROUP_LABEL, ""))
+            if group is not None:
+                delay = self.timing.node_provision_s + self.faults.slow_provisioning_s
+                self._launching.setdefault(group.name, []).append((at + delay, delay, f"replacing {why}"))
+                self.wake_in(at + delay - now)
+
     def _finish_drains(self, now: float) -> None:
-        for name, (deadline, group) in list(self._draining.items()):
+        for name, (deadline, why) in list(self._draining.items()):
             if deadline > now:
                 continue
             drain = self.timing.node_drain_s
             self.store.delays.record("node-drain", f"node {name}", started=deadline - drain, duration_s=drain,
-                                     waiting_on=f"node group {group} scaled down")
+                                     waiting_on=why)
             for pod in self.store.list(PODS, node_name=name)[0]:
                 self.delete(PODS, pod)
             node = self.store.get(NODES, None, name)
