@@ -24,9 +24,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG, TaskGroup, TriggerRule, chain
+from airflow.sdk import DAG, TaskGroup, TriggerRule
 
-from cilium_migration.approvals import CUTOVER_CHANGES, DECOMMISSION_CHANGES, HOLD, PROCEED, ROLL_BACK
+from cilium_migration.approvals import CUTOVER_CHANGES, DECOMMISSION_CHANGES
 from cilium_migration.operators import (
     AwsNodeDeleteOperator,
     AwsNodeFenceOperator,
@@ -37,7 +37,6 @@ from cilium_migration.operators import (
     EksNodegroupScaleOperator,
     GoldpingerDeployOperator,
     GoldpingerRestartOperator,
-    MigrationApprovalOperator,
     MigrationAuditReportOperator,
     NodeCordonOperator,
     NodeLabelOperator,
@@ -62,6 +61,7 @@ from cilium_migration.sensors import (
     NodesRegisteredSensor,
     WorkloadsDrainedSensor,
 )
+from cilium_migration.wiring import approval_gate, wire_migration
 
 with DAG(
     dag_id="eks_cilium_migration",
@@ -104,16 +104,10 @@ with DAG(
         both_cni_mesh = GoldpingerMeshSensor(task_id="mesh_healthy")
 
     with TaskGroup("approve_cutover"):
-        approve_cutover_gate = MigrationApprovalOperator(
-            task_id="approve",
-            subject="Cut over {{ params.cluster_name }} to Cilium?",
-            options=[PROCEED, ROLL_BACK],
-            defaults=[ROLL_BACK],  # a timeout never approves
-            options_mapping={PROCEED: "cutover.cordon_old_nodes", ROLL_BACK: "approve_cutover.rejected"},
-            evidence_title="Cilium nodes are up: cut over?",
-            mesh_task_id="cilium_nodes.mesh_healthy",
-            changes=CUTOVER_CHANGES,
-        )
+        approve_cutover_gate = approval_gate(
+            "approve_cutover", proceed_to="cutover.cordon_old_nodes",
+            subject="Cut over {{ params.cluster_name }} to Cilium?", evidence_title="Cilium nodes are up: cut over?",
+            mesh_task_id="cilium_nodes.mesh_healthy", changes=CUTOVER_CHANGES)
         cutover_rejected = EmptyOperator(task_id="rejected")  # noqa: AIR001 (one name per group)
 
     with TaskGroup("cutover"):
@@ -125,17 +119,11 @@ with DAG(
         cutover_mesh = GoldpingerMeshSensor(task_id="mesh_healthy")
 
     with TaskGroup("approve_decommission"):
-        approve_decommission_gate = MigrationApprovalOperator(
-            task_id="approve",
+        approve_decommission_gate = approval_gate(  # a timeout holds: the run ends in the cutover state
+            "approve_decommission", proceed_to="decommission.delete_aws_node", can_hold=True,
             subject="Decommission the AWS VPC CNI on {{ params.cluster_name }}?",
-            options=[PROCEED, HOLD, ROLL_BACK],
-            defaults=[HOLD],  # a timeout never approves: the run ends in the cutover state
-            options_mapping={PROCEED: "decommission.delete_aws_node", HOLD: "approve_decommission.hold",
-                             ROLL_BACK: "approve_decommission.rejected"},
             evidence_title="Workloads run on Cilium: decommission the old CNI?",
-            mesh_task_id="cutover.mesh_healthy",
-            changes=DECOMMISSION_CHANGES,
-        )
+            mesh_task_id="cutover.mesh_healthy", changes=DECOMMISSION_CHANGES)
         hold = EmptyOperator(task_id="hold")
         decommission_rejected = EmptyOperator(task_id="rejected")  # noqa: AIR001
 
@@ -186,18 +174,9 @@ with DAG(
                       move_back, new_nodes_drained, arm_cni_uninstall, cni_uninstall_armed, uninstall_cilium,
                       restore_new, new_nodes_gone, restore_aws_node, ensure_goldpinger, rollback_mesh]
 
-    # the migration, in runbook order, with its two approval gates
-    chain(*forward, approve_cutover_gate, [cordon_old, cutover_rejected])
-    chain(*cutover_steps, approve_decommission_gate, [delete_aws_node, hold, decommission_rejected])
-    chain(*decommission_steps)
-    # rollback: after any failed gate (ONE_FAILED) or a rejection (ONE_SUCCESS into start)
-    chain([*forward, *cutover_steps, *decommission_steps], on_gate_failure)
-    chain([on_gate_failure, cutover_rejected, decommission_rejected], rollback_start)
-    chain(*rollback_steps)
-    # a phase whose first step is skipped is skipped whole in one scheduler loop, not a loop per step (a
-    # task skips as soon as any upstream is skipped): after a success the rollback costs one loop, not 16
-    for phase in (rollback_steps, [*cutover_steps, approve_decommission_gate], decommission_steps):
-        phase[0] >> phase[2:]
-    # the audit report, whatever happened (never directly after a branch: it would be skipped)
-    chain([*forward, *cutover_steps, *decommission_steps, cutover_rejected, hold, decommission_rejected,
-           on_gate_failure, *rollback_steps], audit_report)
+    # in runbook order through both gates; rollback after a failed step or a rejection; the audit report
+    # whatever happened (the rules: cilium_migration.wiring)
+    wire_migration(forward=forward, first_gate=approve_cutover_gate, first_rejected=cutover_rejected,
+                   middle=cutover_steps, second_gate=approve_decommission_gate, hold=hold,
+                   second_rejected=decommission_rejected, last=decommission_steps, on_gate_failure=on_gate_failure,
+                   rollback=rollback_steps, audit_report=audit_report)

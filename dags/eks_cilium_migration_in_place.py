@@ -25,9 +25,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG, TaskGroup, TriggerRule, chain
+from airflow.sdk import DAG, TaskGroup, TriggerRule
 
-from cilium_migration.approvals import HOLD, PROCEED, REMOVAL_CHANGES, RESTART_CHANGES, ROLL_BACK
+from cilium_migration.approvals import REMOVAL_CHANGES, RESTART_CHANGES
 from cilium_migration.operators import (
     AwsNodeDeleteOperator,
     AwsNodeRestoreOperator,
@@ -37,7 +37,6 @@ from cilium_migration.operators import (
     EksNodegroupScaleOperator,
     GoldpingerDeployOperator,
     GoldpingerRestartOperator,
-    MigrationApprovalOperator,
     MigrationAuditReportOperator,
     NodeCordonOperator,
     NodeRollOperator,
@@ -59,6 +58,7 @@ from cilium_migration.sensors import (
     PodsOnCniSensor,
 )
 from cilium_migration.spec import IN_PLACE
+from cilium_migration.wiring import approval_gate, wire_migration
 
 with DAG(
     dag_id="eks_cilium_migration_in_place",
@@ -89,16 +89,11 @@ with DAG(
         both_cni_mesh = GoldpingerMeshSensor(task_id="mesh_healthy")
 
     with TaskGroup("approve_restarts"):
-        approve_restarts_gate = MigrationApprovalOperator(
-            task_id="approve",
+        approve_restarts_gate = approval_gate(
+            "approve_restarts", proceed_to="restart_pods.restart_workloads",
             subject="Restart the pods of {{ params.cluster_name }} onto Cilium?",
-            options=[PROCEED, ROLL_BACK],
-            defaults=[ROLL_BACK],  # a timeout never approves
-            options_mapping={PROCEED: "restart_pods.restart_workloads", ROLL_BACK: "approve_restarts.rejected"},
             evidence_title="Cilium runs beside the AWS VPC CNI: restart the pods onto it?",
-            mesh_task_id="cilium_beside.mesh_healthy",
-            changes=RESTART_CHANGES,
-        )
+            mesh_task_id="cilium_beside.mesh_healthy", changes=RESTART_CHANGES)
         restarts_rejected = EmptyOperator(task_id="rejected")  # noqa: AIR001 (one name per group)
 
     with TaskGroup("restart_pods"):
@@ -107,17 +102,11 @@ with DAG(
         restarted_mesh = GoldpingerMeshSensor(task_id="mesh_healthy")
 
     with TaskGroup("approve_removal"):
-        approve_removal_gate = MigrationApprovalOperator(
-            task_id="approve",
+        approve_removal_gate = approval_gate(  # a timeout holds: the run ends with every pod on Cilium
+            "approve_removal", proceed_to="remove_old_cni.delete_aws_node", can_hold=True,
             subject="Remove the AWS VPC CNI from {{ params.cluster_name }} and replace its nodes?",
-            options=[PROCEED, HOLD, ROLL_BACK],
-            defaults=[HOLD],  # a timeout never approves: the run ends with every pod on Cilium
-            options_mapping={PROCEED: "remove_old_cni.delete_aws_node", HOLD: "approve_removal.hold",
-                             ROLL_BACK: "approve_removal.rejected"},
             evidence_title="Every pod runs on Cilium: remove the old CNI?",
-            mesh_task_id="restart_pods.mesh_healthy",
-            changes=REMOVAL_CHANGES,
-        )
+            mesh_task_id="restart_pods.mesh_healthy", changes=REMOVAL_CHANGES)
         hold = EmptyOperator(task_id="hold")
         removal_rejected = EmptyOperator(task_id="rejected")  # noqa: AIR001
 
@@ -158,17 +147,9 @@ with DAG(
                       arm_cni_uninstall, cni_uninstall_armed, uninstall_cilium, restart_back, no_pod_on_cilium,
                       ensure_goldpinger, rollback_mesh]
 
-    # the migration, in runbook order, with its two approval gates
-    chain(*forward, approve_restarts_gate, [restart_workloads, restarts_rejected])
-    chain(*restart_steps, approve_removal_gate, [delete_aws_node, hold, removal_rejected])
-    chain(*removal_steps)
-    # rollback: after any failed gate (ONE_FAILED) or a rejection (ONE_SUCCESS into start)
-    chain([*forward, *restart_steps, *removal_steps], on_gate_failure)
-    chain([on_gate_failure, restarts_rejected, removal_rejected], rollback_start)
-    chain(*rollback_steps)
-    # a phase whose first step is skipped is skipped whole in one scheduler loop (see eks_cilium_migration)
-    for phase in (rollback_steps, [*restart_steps, approve_removal_gate], removal_steps):
-        phase[0] >> phase[2:]
-    # the audit report, whatever happened (never directly after a branch: it would be skipped)
-    chain([*forward, *restart_steps, *removal_steps, restarts_rejected, hold, removal_rejected,
-           on_gate_failure, *rollback_steps], audit_report)
+    # in runbook order through both gates; rollback after a failed step or a rejection; the audit report
+    # whatever happened (the rules: cilium_migration.wiring)
+    wire_migration(forward=forward, first_gate=approve_restarts_gate, first_rejected=restarts_rejected,
+                   middle=restart_steps, second_gate=approve_removal_gate, hold=hold,
+                   second_rejected=removal_rejected, last=removal_steps, on_gate_failure=on_gate_failure,
+                   rollback=rollback_steps, audit_report=audit_report)

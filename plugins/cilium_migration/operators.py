@@ -160,6 +160,37 @@ class MigrationOperator(BaseOperator):
         """Woken at a window's start: run the step from the beginning (the window is checked again)."""
         return self.execute(context)
 
+    def _defer_on_check(self, context: Any, spec: MigrationSpec, *, check: str, arguments: dict[str, Any],
+                        wait_s: float, method_name: str, kwargs: dict[str, Any] | None = None) -> None:
+        """Keep this try's changes so far, then wait in the triggerer (``ClusterCheckTrigger``) up to
+        ``wait_s`` for ``check`` to be done; ``method_name`` resumes (see ``_resume_after``)."""
+        from cilium_migration.triggers import ClusterCheckTrigger
+
+        self._keep(context, spec)
+        self.defer(trigger=ClusterCheckTrigger(check=check, arguments=arguments, aws_conn_id=self.aws_conn_id,
+                                               kubernetes_conn_id=self.kubernetes_conn_id, region=self._region,
+                                               poll_interval=spec.timeouts.poll_interval,
+                                               end_time=time.time() + wait_s),
+                   method_name=method_name, kwargs=kwargs, timeout=timedelta(seconds=wait_s + 60))
+
+    def _resume_after(self, context: Any, event: Any, *, what: str, go_on: Any) -> None:
+        """Resumed from a deferral: a failed wait fails the task, one that timed out retries it (the retry
+        goes on where this one stopped), anything else (a verdict, or a window's start: a time) goes on
+        with ``go_on(spec)``; the changes it makes are kept."""
+        spec = spec_from(context)
+        self._region = spec.region
+        self._pending = []
+        verdict = event if isinstance(event, dict) else {"status": "success"}
+        if verdict.get("status") == "failed":
+            raise AirflowFailException(str(verdict.get("message")))
+        if verdict.get("status") != "success":
+            raise TemporaryError(f"{what}: {verdict.get('message')}; the retry goes on where this try stopped")
+        try:
+            go_on(spec)
+        except PermanentError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        self._keep(context, spec)
+
     def held_value(self, current: progress.Progress) -> Any:
         """What a step held back by the progress record returns (its XCom ``return_value``)."""
         return None
@@ -612,36 +643,16 @@ class WorkloadRestartOperator(MigrationOperator):
             time.sleep(spec.timeouts.poll_interval)
 
     def _defer_for_rollout(self, context: Any, spec: MigrationSpec, workload: Any, done: list[str]) -> None:
-        from cilium_migration.triggers import ClusterCheckTrigger
-
-        self._keep(context, spec)
         self.log.info("waiting in the triggerer (up to %.0fs) for %s to roll out", spec.timeouts.rollout,
                       workload.target)
-        self.defer(trigger=ClusterCheckTrigger(check="workload_rolled_out",
-                                               arguments={"kind": workload.kind, "namespace": workload.namespace,
-                                                          "name": workload.name},
-                                               aws_conn_id=self.aws_conn_id, kubernetes_conn_id=self.kubernetes_conn_id,
-                                               region=self._region, poll_interval=spec.timeouts.poll_interval,
-                                               end_time=time.time() + spec.timeouts.rollout),
-                   method_name="resume_restarts", kwargs={"done": [*done, workload.target]},
-                   timeout=timedelta(seconds=spec.timeouts.rollout + 60))
+        self._defer_on_check(context, spec, check="workload_rolled_out", wait_s=spec.timeouts.rollout,
+                             arguments={"kind": workload.kind, "namespace": workload.namespace, "name": workload.name},
+                             method_name="resume_restarts", kwargs={"done": [*done, workload.target]})
 
     def resume_restarts(self, context: Any, event: Any = None, done: list[str] | None = None) -> Any:
         """Woken by a rollout's trigger (or at the window's start): plan again from the cluster, go on."""
-        spec = spec_from(context)
-        self._region = spec.region
-        self._pending = []
-        verdict = event if isinstance(event, dict) else {"status": "success"}
-        if verdict.get("status") == "failed":
-            raise AirflowFailException(str(verdict.get("message")))
-        if verdict.get("status") != "success":
-            raise TemporaryError(f"rollout not done in {spec.timeouts.rollout}s: {verdict.get('message')}")
-        try:
-            self._restarts(context, spec, done=list(done or []))
-        except PermanentError as exc:
-            raise AirflowFailException(str(exc)) from exc
-        self._keep(context, spec)
-        return None
+        return self._resume_after(context, event, what="rollout",
+                                  go_on=lambda spec: self._restarts(context, spec, done=list(done or [])))
 
 
 class NodeRollOperator(MigrationOperator):
@@ -694,34 +705,12 @@ class NodeRollOperator(MigrationOperator):
                     self._wait(context, spec, action)
 
     def _wait(self, context: Any, spec: MigrationSpec, action: Any) -> None:
-        from cilium_migration.triggers import ClusterCheckTrigger
-
-        self._keep(context, spec)
-        self.defer(trigger=ClusterCheckTrigger(check=action.check, arguments=action.arguments,
-                                               aws_conn_id=self.aws_conn_id,
-                                               kubernetes_conn_id=self.kubernetes_conn_id, region=self._region,
-                                               poll_interval=spec.timeouts.poll_interval,
-                                               end_time=time.time() + spec.timeouts.nodegroup),
-                   method_name="resume_roll", timeout=timedelta(seconds=spec.timeouts.nodegroup + 60))
+        self._defer_on_check(context, spec, check=action.check, arguments=action.arguments,
+                             wait_s=spec.timeouts.nodegroup, method_name="resume_roll")
 
     def resume_roll(self, context: Any, event: Any = None) -> Any:
-        """Woken by the wait's trigger (or at the window's start: a time, not a verdict): decide again from
-        the cluster, go on."""
-        spec = spec_from(context)
-        self._region = spec.region
-        self._pending = []
-        verdict = event if isinstance(event, dict) else {"status": "success"}
-        if verdict.get("status") == "failed":
-            raise AirflowFailException(str(verdict.get("message")))
-        if verdict.get("status") != "success":
-            raise TemporaryError(f"node roll: {verdict.get('message')} (waited up to {spec.timeouts.nodegroup}s); "
-                                 "the retry goes on where it stopped")
-        try:
-            self._roll(context, spec)
-        except PermanentError as exc:
-            raise AirflowFailException(str(exc)) from exc
-        self._keep(context, spec)
-        return None
+        """Woken by the wait's trigger (or at the window's start): decide again from the cluster, go on."""
+        return self._resume_after(context, event, what="node roll", go_on=lambda spec: self._roll(context, spec))
 
 
 class RollbackStartOperator(MigrationOperator):

@@ -11,7 +11,7 @@ here only as the ground truth the plugin code (which never reads it) is checked 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,7 +22,6 @@ from cilium_migration import cilium, old_cni, restarts
 from cilium_migration.clients import Clients, items
 from cilium_migration.readiness import RESTARTED_AT, name_of
 from cilium_migration.spec import resolve_chart
-from tests.integration.conftest import connected_twin
 from twin.cluster import Twin
 from twin.controllers.base import AWS_CNI, CILIUM, CNI_ANNOTATION
 from twin.resources import BY_KEY
@@ -32,16 +31,6 @@ RUN = "2026-12-03T19:00:00Z"  # this run's restartedAt
 BARE = "debug"  # a pod without a controller, created before Cilium
 STRICT_PDB = "web-no-disruption"
 
-
-@pytest.fixture(scope="module")
-def twin() -> Iterator[Twin]:
-    with connected_twin() as t:
-        yield t
-
-
-@pytest.fixture(scope="module")
-def clients(twin: Twin) -> Clients:
-    return Clients(aws_conn_id="aws_default", kubernetes_conn_id="kubernetes_default", region="us-west-1")
 
 
 @pytest.fixture(scope="module")
