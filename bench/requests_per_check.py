@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from cilium_migration import checks, goldpinger, nodes, workloads
+from cilium_migration import checks, goldpinger, nodes, restarts, workloads
 from cilium_migration.clients import Clients
 from cilium_migration.readiness import name_of
 from twin.cluster import Twin
@@ -80,6 +80,10 @@ def check_arguments(twin: Twin) -> dict[str, dict[str, Any]]:
         "goldpinger_on_cilium": {"namespace": GOLDPINGER_NS},
         "workloads_drained": {"nodegroups": old},
         "mesh_healthy": {"namespace": GOLDPINGER_NS, "aws_nodegroups": old},
+        # the in-place DAG's
+        "nodes_replaced": {"nodegroups": old, "count": 1, "gone": []},
+        "pods_on_cni": {"cni": "cilium"},
+        "workload_rolled_out": {"kind": "Deployment", "namespace": "default", "workload": "web"},
     }
 
 
@@ -115,6 +119,7 @@ class CountingClients(Clients):
 
 
 MOVE = "workload move: pods to evict"  # workloads.workloads_on_nodes, what the move lists first
+RESTART_PLAN = "in-place restart plan"  # restarts.restart_plan, what each pass of the restarts lists
 
 
 def count_all(twin: Twin) -> dict[str, Count]:
@@ -124,6 +129,7 @@ def count_all(twin: Twin) -> dict[str, Count]:
     counts = {name: clients.count(name, arguments[name]) for name in sorted(checks.CHECKS)}
     old = [name_of(n) for n in nodes.nodegroup_nodes(clients.core, old_groups(twin))]
     counts[MOVE] = clients.count_call(lambda: workloads.workloads_on_nodes(clients.core, old))
+    counts[RESTART_PLAN] = clients.count_call(lambda: restarts.restart_plan(clients.apps, clients.core, clients.custom))
     return counts
 
 

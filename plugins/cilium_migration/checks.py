@@ -291,13 +291,13 @@ def pods_on_cni(clients: Clients, *, cni: str) -> Verdict:
 
 
 @check
-def workload_rolled_out(clients: Clients, *, kind: str, namespace: str, name: str) -> Verdict:
+def workload_rolled_out(clients: Clients, *, kind: str, namespace: str, workload: str) -> Verdict:
     """A restarted workload's rollout is done (what ``kubectl rollout status`` checks); gone is done."""
-    obj = restarts.read(clients.apps, restarts.Workload(kind, namespace, name))
+    obj = restarts.read(clients.apps, restarts.Workload(kind, namespace, workload))
     if obj is None:
-        return Verdict(DONE, f"{kind} {namespace}/{name} is gone")
+        return Verdict(DONE, f"{kind} {namespace}/{workload} is gone")
     done, message = restarts.rollout_done(obj, kind)
-    return Verdict(DONE if done else WAITING, f"{kind} {namespace}/{name}: {message}")
+    return Verdict(DONE if done else WAITING, f"{kind} {namespace}/{workload}: {message}")
 
 
 @check

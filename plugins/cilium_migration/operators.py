@@ -629,7 +629,7 @@ class WorkloadRestartOperator(MigrationOperator):
         from cilium_migration import checks
 
         verdict = checks.workload_rolled_out(self.clients, kind=workload.kind, namespace=workload.namespace,
-                                             name=workload.name)
+                                             workload=workload.name)
         return verdict.status == checks.DONE, verdict.message
 
     def _wait_for_budget(self, spec: MigrationSpec, workload: Any) -> None:
@@ -646,7 +646,8 @@ class WorkloadRestartOperator(MigrationOperator):
         self.log.info("waiting in the triggerer (up to %.0fs) for %s to roll out", spec.timeouts.rollout,
                       workload.target)
         self._defer_on_check(context, spec, check="workload_rolled_out", wait_s=spec.timeouts.rollout,
-                             arguments={"kind": workload.kind, "namespace": workload.namespace, "name": workload.name},
+                             arguments={"kind": workload.kind, "namespace": workload.namespace,
+                                        "workload": workload.name},
                              method_name="resume_restarts", kwargs={"done": [*done, workload.target]})
 
     def resume_restarts(self, context: Any, event: Any = None, done: list[str] | None = None) -> Any:

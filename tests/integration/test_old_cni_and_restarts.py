@@ -240,3 +240,28 @@ def test_listing_the_old_cni_pods_takes_two_requests_whatever_the_number_of_pods
         clients.api_client)), "8 more web pods, on Cilium")
     large = counting.count_call(lambda: old_cni.pods_on_old_cni(counting.core, custom))
     assert small == large and small.calls == 2, f"{small} requests, then {large} with 8 more pods"
+
+
+def test_the_restarts_wait_in_the_triggerer_ends_when_the_rollout_is_done(clients: Clients) -> None:
+    """The restart operator's deferred wait: ``ClusterCheckTrigger`` on ``workload_rolled_out`` with the
+    arguments the operator gives it, over a rollout under way, ends with success once it is done."""
+    import asyncio
+
+    from cilium_migration.triggers import ClusterCheckTrigger
+
+    body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: "2026-12-04T01:00:00Z"}}}}}
+    clients.apps.patch_namespaced_deployment("web", "default", body)
+    trigger = ClusterCheckTrigger(check="workload_rolled_out",
+                                  arguments={"kind": "Deployment", "namespace": "default", "workload": "web"},
+                                  aws_conn_id="aws_default", kubernetes_conn_id="kubernetes_default",
+                                  region="us-west-1", poll_interval=0.5)
+
+    async def first() -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("no event")
+
+    event = asyncio.run(asyncio.wait_for(first(), 120))  # a guard against a hang, not a timing assertion
+    assert event["status"] == "success" and "successfully rolled out" in event["message"], event
+    dep = clients.apps.read_namespaced_deployment("web", "default")
+    assert dep.status.updated_replicas == dep.spec.replicas == dep.status.available_replicas
