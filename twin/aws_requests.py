@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -81,7 +82,8 @@ class AwsRequestRecorder:
 
 
 class AwsFaultInjector:
-    """A WSGI middleware: EKS requests an active ``Faults.eks`` fault matches get its error, not moto's."""
+    """A WSGI middleware: EKS requests an active ``Faults.eks`` fault matches get its error, not moto's;
+    EC2 requests one of ``Faults.ec2`` matches get it as EC2 sends errors (XML ``Response/Errors``)."""
 
     def __init__(self, app: WsgiApp, faults: Callable[[], Faults | None]) -> None:
         self.app = app
@@ -90,6 +92,8 @@ class AwsFaultInjector:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         faults = self.faults()
         found = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+        if faults is not None and faults.ec2 and found is not None and found.group(2) == "ec2":
+            return self._ec2(faults, environ, start_response)
         if faults is None or not faults.eks or found is None or found.group(2) != "eks":
             return self.app(environ, start_response)
         fault = faults.eks_fault_for(action_name("eks", environ.get("REQUEST_METHOD", ""),
@@ -101,6 +105,22 @@ class AwsFaultInjector:
         start_response(f"{status} {HTTPStatus(status).phrase}", [
             ("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
             ("x-amzn-ErrorType", fault.code)])
+        return [payload]
+
+    def _ec2(self, faults: Faults, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length > 0 else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        fault = faults.eks_fault_for(action_name("ec2", environ.get("REQUEST_METHOD", ""),
+                                                 environ.get("PATH_INFO", ""), body), "ec2")
+        if fault is None:
+            return self.app(environ, start_response)
+        status = int(fault.status or 500)
+        payload = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{fault.code}</Code>"
+                   f"<Message>{fault.message}</Message></Error></Errors><RequestID>{uuid.uuid4()}</RequestID>"
+                   "</Response>").encode()
+        start_response(f"{status} {HTTPStatus(status).phrase}", [
+            ("Content-Type", "text/xml;charset=UTF-8"), ("Content-Length", str(len(payload)))])
         return [payload]
 
 

@@ -23,6 +23,8 @@ EKS_STATUS = {  # the HTTP status EKS answers each error code with
     "ResourceInUseException": 409, "ThrottlingException": 400, "TooManyRequestsException": 429,
     "ServerException": 500, "ServiceUnavailableException": 503, "ResourceNotFoundException": 404,
     "InvalidParameterException": 400, "InvalidRequestException": 400, "AccessDeniedException": 403,
+    # EC2's (the in-place node roll's TerminateInstances)
+    "RequestLimitExceeded": 503, "InternalError": 500, "Unavailable": 503, "UnauthorizedOperation": 403,
 }
 
 
@@ -107,6 +109,7 @@ class Faults:
     cross_cni_broken: bool = False  # pods wired by different CNIs cannot reach each other
     api: list[ApiFault] = field(default_factory=list)
     eks: list[EksFault] = field(default_factory=list)
+    ec2: list[EksFault] = field(default_factory=list)  # the same shape, matched against EC2 actions
     blocked_pdbs: list[str] = field(default_factory=list)  # "namespace/name": evictions always 429
     slow_provisioning_s: float = 0.0  # extra delay before new nodes register
     stuck_nodegroups: list[str] = field(default_factory=list)  # scaling never completes
@@ -128,10 +131,10 @@ class Faults:
         fault = self.api_fault_for(method, path)
         return fault.status if fault is not None else None
 
-    def eks_fault_for(self, action: str) -> EksFault | None:
-        """The fault that answers this EKS operation instead of moto, taking one from its burst."""
+    def eks_fault_for(self, action: str, service: str = "eks") -> EksFault | None:
+        """The fault that answers this EKS (or EC2) operation instead of moto, taking one from its burst."""
         with self.lock:
-            for fault in self.eks:
+            for fault in self.eks if service == "eks" else self.ec2:
                 if fault.active() and fault.matches(action):
                     fault.take()
                     return fault
@@ -153,7 +156,7 @@ class Faults:
                     raise ValueError(f"unknown fault: {key}")
                 if key == "api":
                     value = [ApiFault(**v) if isinstance(v, dict) else v for v in value]
-                if key == "eks":
+                if key in ("eks", "ec2"):
                     value = [EksFault(**v) if isinstance(v, dict) else v for v in value]
                 setattr(self, key, value)
 
