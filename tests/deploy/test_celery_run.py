@@ -389,9 +389,10 @@ def _watched_by_waits() -> set[tuple[str, str]]:
 
     out = set()
     for targets in watches.WATCHES.values():
-        for target in targets({"namespace": "ns", "nodegroups": []}):
-            parts = target.path.strip("/").split("/")
-            out.add(("" if parts[0] == "api" else parts[1], parts[-1]))
+        for kind in ("Deployment", "StatefulSet", "DaemonSet"):  # a restarted workload's kind
+            for target in targets({"namespace": "ns", "nodegroups": [], "kind": kind}):
+                parts = target.path.strip("/").split("/")
+                out.add(("" if parts[0] == "api" else parts[1], parts[-1]))
     return out
 
 
